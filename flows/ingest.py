@@ -1,0 +1,113 @@
+"""The ingest flow: archive files -> ``WORKDIR/tiles.zarr``.
+
+Reads like a ``main``: find the files, inspect them in batches on the workers, plan the
+run against the store's manifest (new, changed, unchanged), write the template once,
+tile every region on the workers, then record the outcome of every file in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from seti_auditor import ingest, tilestore
+from seti_auditor.cadence import parse_cadence_table
+from seti_auditor.tiling import TilingConfig
+from tasks.ingest import inspect_files, tile_region
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestSummary:
+    """What an ingest run did."""
+
+    store: str  # path of tiles.zarr
+    n_inputs: int  # observation files found in the archive
+    ingested: list[str]  # files tiled by this run
+    unchanged: list[str]  # files already in the store with the same content
+    rejected: dict[str, str]  # file name -> reason
+    n_tiles: int  # valid tiles in the store after the run
+
+    @property
+    def ok(self) -> bool:
+        """False only when the archive held files and none is in the store."""
+        return self.n_inputs == 0 or bool(self.ingested or self.unchanged)
+
+
+def _native(row) -> dict:
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+@flow(name="ingest", flow_run_name="ingest {archive_dir}", validate_parameters=False)
+def ingest_flow(archive_dir: str, workdir: str, tiling: TilingConfig | None = None,
+                cadence_table: str | None = None, batch_size: int = 16) -> IngestSummary:
+    """Tile every new or changed observation of ``archive_dir`` into ``workdir/tiles.zarr``."""
+    logger = get_run_logger()
+    tiling = tiling or TilingConfig()
+    store = tilestore.store_path(workdir)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in ingest.find_inputs(archive_dir)]
+    logger.info("found %d observation files under %s", len(paths), archive_dir)
+
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    inspected = [row for fut in [inspect_files.submit(b, tiling, n_more=len(b) - 1) for b in batches]
+                 for row in fut.result()]
+    table = parse_cadence_table(Path(cadence_table).read_text(), cadence_table) if cadence_table else None
+    manifest = tilestore.load_manifest(store)
+    plan = ingest.plan_ingest(inspected, manifest, tiling, tilestore.n_tiles(store), cadence_table=table)
+    manifest = plan.manifest
+
+    tilestore.ensure_capacity(store, plan.capacity, tiling)
+    for start, stop in plan.superseded_ranges:
+        tilestore.write_coords(store, start, {"valid": [False] * (stop - start)}, tiling)
+    for i in plan.cadence_updates:
+        tilestore.write_coords(store, int(manifest.loc[i, "tile_start"]), ingest.cadence_coords(manifest.loc[i]), tiling)
+
+    futures = [
+        tile_region.submit(str(store), _native(manifest.loc[r.file_id]), r, tiling, name=manifest.loc[r.file_id, "name"])
+        for r in plan.regions
+    ]
+    failed: dict[int, str] = {}
+    for region, fut in zip(plan.regions, futures):
+        result = fut.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            failed.setdefault(region.file_id, f"tiling failed after retries: {result}")
+        elif not result["ok"]:
+            failed.setdefault(region.file_id, result["reason"])
+    for i, reason in failed.items():
+        start, stop = int(manifest.loc[i, "tile_start"]), int(manifest.loc[i, "tile_stop"])
+        tilestore.write_coords(store, start, {"valid": [False] * (stop - start)}, tiling)
+        manifest.loc[i, ["status", "reason"]] = [ingest.REJECTED, reason]
+
+    tilestore.save_manifest(store, manifest, {"archive_dir": str(Path(archive_dir).resolve())})
+    new = manifest.loc[plan.new_files]
+    current = {r["name"] for r in inspected}
+    rejected = {r.name: r.reason for r in manifest.itertuples() if r.status == ingest.REJECTED and r.name in current}
+    summary = IngestSummary(
+        store=str(store),
+        n_inputs=len(paths),
+        ingested=sorted(new.loc[new.status == ingest.INGESTED, "name"]),
+        unchanged=sorted(plan.unchanged),
+        rejected=dict(sorted(rejected.items())),
+        n_tiles=int(manifest.loc[manifest.status == ingest.INGESTED, "n_tiles"].sum()),
+    )
+    _report(summary)
+    return summary
+
+
+def _report(summary: IngestSummary) -> None:
+    lines = [
+        "# Ingest",
+        f"* store: `{summary.store}`",
+        f"* files found: {summary.n_inputs}; tiled now: {len(summary.ingested)}; "
+        f"unchanged: {len(summary.unchanged)}; rejected: {len(summary.rejected)}",
+        f"* valid tiles in the store: {summary.n_tiles}",
+    ]
+    create_markdown_artifact("\n".join(lines), key="ingest-summary", description="ingest summary")
+    if summary.rejected:
+        create_table_artifact(
+            [{"file": k, "reason": v} for k, v in summary.rejected.items()],
+            key="ingest-rejected", description="files rejected with their reason",
+        )
