@@ -73,7 +73,7 @@ def ingest_flow(archive_dir: str, workdir: str, tiling: TilingConfig | None = No
     for region, fut in zip(plan.regions, futures):
         result = fut.result(raise_on_failure=False)
         if isinstance(result, BaseException):
-            failed.setdefault(region.file_id, f"tiling failed after retries: {result}")
+            failed.setdefault(region.file_id, f"{ingest.TRANSIENT}tiling failed after retries: {result}")
         elif not result["ok"]:
             failed.setdefault(region.file_id, result["reason"])
     for i, reason in failed.items():

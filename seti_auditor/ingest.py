@@ -27,6 +27,7 @@ from seti_auditor.tiling import FilePlan, TilingConfig, UnusableDataError, plan_
 log = logging.getLogger(__name__)
 
 INGESTED, REJECTED, SUPERSEDED = "ingested", "rejected", "superseded"
+TRANSIENT = "transient: "  # prefix of a rejection reason that a rerun should retry (lost worker, full disk)
 
 
 def find_inputs(archive_dir: str | os.PathLike) -> list[Path]:
@@ -113,18 +114,23 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
                 cadence_table: dict[str, CadenceSlot] | None = None) -> IngestPlan:
     """Decide new/changed/unchanged files, group cadences and allocate tile ranges.
 
-    Idempotent: a file whose path and content hash already appear as ingested is skipped;
-    a file whose content changed supersedes its earlier row; rejected files are retried
-    (their row is replaced). New ranges are appended after ``capacity``, on chunk boundaries.
+    Idempotent: a file whose path and content hash already appear as ingested, or as
+    rejected for a reason in its content, is skipped; a file whose content changed
+    supersedes its earlier row; files rejected for a transient reason are retried (their row
+    is replaced). New ranges are appended after ``capacity``, on chunk boundaries.
     """
     manifest = manifest.copy().reset_index(drop=True)
     current = {(r.path, r.content_hash): i for i, r in manifest.iterrows() if r.status == INGESTED}
+    known_bad = {(r.path, r.content_hash) for r in manifest.itertuples()
+                 if r.status == REJECTED and r.content_hash and not r.reason.startswith(TRANSIENT)}
     live_by_path = {r.path: i for i, r in manifest.iterrows() if r.status == INGESTED}
     unchanged, superseded, new_rows = [], [], []
     for row in inspected:
         key = (row["path"], row["content_hash"])
         if key in current:
             unchanged.append(row["name"])
+            continue
+        if key in known_bad:
             continue
         if row["status"] == INGESTED and row["path"] in live_by_path:
             old = live_by_path[row["path"]]

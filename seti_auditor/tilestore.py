@@ -97,10 +97,7 @@ def content_hash(path: str | os.PathLike, block: int = 1 << 23) -> str:
 def _template(n_tiles: int, cfg: TilingConfig) -> xr.Dataset:
     chunk = cfg.chunk_tiles
     tiles = dsa.zeros((n_tiles, cfg.tile_time, cfg.tile_freq), dtype=np.float32, chunks=(chunk, -1, -1))
-    coords = {
-        name: ("tile", dsa.full((n_tiles,), fill, dtype=dtype, chunks=chunk))
-        for name, (dtype, fill) in TILE_COORDS.items()
-    }
+    coords = {name: ("tile", _lazy_full(n_tiles, fill, dtype, chunk)) for name, (dtype, fill) in TILE_COORDS.items()}
     ds = xr.Dataset({"tiles": (("tile", "time", "freq"), tiles)}, coords=coords)
     ds["tiles"].attrs.update(units="robust sigma", long_name="bandpass-removed, standardised power")
     ds["freq_min_mhz"].attrs["units"] = "MHz"
@@ -112,6 +109,12 @@ def _template(n_tiles: int, cfg: TilingConfig) -> xr.Dataset:
         title="seti-auditor tile store",
     )
     return ds
+
+
+def _lazy_full(n: int, fill, dtype, chunk: int):
+    if dtype is object:  # variable-length strings (Zarr v3 has no fixed-width unicode)
+        return dsa.from_array(np.full(n, fill, dtype=np.dtypes.StringDType()), chunks=chunk)
+    return dsa.full((n,), fill, dtype=dtype, chunks=chunk)
 
 
 def _config_dict(cfg: TilingConfig) -> dict:
