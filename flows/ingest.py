@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from seti_auditor import ingest, tilestore
+from seti_auditor import ingest, tilestore, workdir as wd
 from seti_auditor.cadence import parse_cadence_table
 from seti_auditor.tiling import TilingConfig
 from tasks.ingest import inspect_files, tile_region
@@ -44,8 +44,13 @@ def _native(row) -> dict:
 def ingest_flow(archive_dir: str, workdir: str, tiling: TilingConfig | None = None,
                 cadence_table: str | None = None, batch_size: int = 16) -> IngestSummary:
     """Tile every new or changed observation of ``archive_dir`` into ``workdir/tiles.zarr``."""
+    with wd.locked(workdir):
+        return _ingest(archive_dir, workdir, tiling or TilingConfig(), cadence_table, batch_size)
+
+
+def _ingest(archive_dir: str, workdir: str, tiling: TilingConfig, cadence_table: str | None,
+            batch_size: int) -> IngestSummary:
     logger = get_run_logger()
-    tiling = tiling or TilingConfig()
     store = tilestore.store_path(workdir)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in ingest.find_inputs(archive_dir)]

@@ -121,3 +121,22 @@ def test_plan_is_idempotent_without_io():
     assert first.capacity == 3 * 16 and len(first.regions) == 3 * 2
     second = ingest.plan_ingest(rows, first.manifest, CFG, first.capacity)
     assert second.regions == [] and second.capacity == first.capacity and len(second.unchanged) == 3
+
+
+def test_workdir_lock_refuses_a_second_process(tmp_path):
+    import subprocess
+    import sys
+
+    from seti_auditor.workdir import WorkdirBusyError, locked
+
+    code = ("import sys; from seti_auditor.workdir import locked, WorkdirBusyError\n"
+            "try:\n    cm = locked(sys.argv[1]); cm.__enter__()\nexcept WorkdirBusyError as e:\n"
+            "    print(e); sys.exit(3)\n")
+    with locked(tmp_path):
+        with locked(tmp_path):  # re-entrant in one process (parent flow + subflows)
+            pass
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert other.returncode == 3 and str(tmp_path) in other.stdout and "another seti-auditor run" in other.stdout
+    free = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert free.returncode == 0
+    assert isinstance(WorkdirBusyError("x"), RuntimeError)
