@@ -229,7 +229,7 @@ def ingest_region(store: str | os.PathLike, row, region: Region, cfg: TilingConf
             raise InputFileError(path, "file changed on disk since it was inspected (shape differs)")
         plan = plan_tiles(cfg, header)
         c0, c1 = plan.channel_span(region.f0, region.f1)
-        data_TxF = formats.open_observation(path).isel(freq=slice(c0, c1)).values
+        data_TxF = formats.read_channels(path, c0, c1)
         tiles_NxTxF = tiles_for_region(data_TxF, c0, plan, region.f0, region.f1)
     except UnusableDataError as exc:
         raise InputFileError(path, str(exc)) from None

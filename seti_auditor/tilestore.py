@@ -95,9 +95,10 @@ def content_hash(path: str | os.PathLike, block: int = 1 << 23) -> str:
 
 
 def _template(n_tiles: int, cfg: TilingConfig) -> xr.Dataset:
-    chunk = cfg.chunk_tiles
-    tiles = dsa.zeros((n_tiles, cfg.tile_time, cfg.tile_freq), dtype=np.float32, chunks=(chunk, -1, -1))
-    coords = {name: ("tile", _lazy_full(n_tiles, fill, dtype, chunk)) for name, (dtype, fill) in TILE_COORDS.items()}
+    # one dask chunk per variable: the template is never computed, and a graph of one task per
+    # Zarr chunk made creating a large store slow; the Zarr chunks come from the encoding
+    tiles = dsa.zeros((n_tiles, cfg.tile_time, cfg.tile_freq), dtype=np.float32, chunks=-1)
+    coords = {name: ("tile", _lazy_full(n_tiles, fill, dtype)) for name, (dtype, fill) in TILE_COORDS.items()}
     ds = xr.Dataset({"tiles": (("tile", "time", "freq"), tiles)}, coords=coords)
     ds["tiles"].attrs.update(units="robust sigma", long_name="bandpass-removed, standardised power")
     ds["freq_min_mhz"].attrs["units"] = "MHz"
@@ -111,10 +112,10 @@ def _template(n_tiles: int, cfg: TilingConfig) -> xr.Dataset:
     return ds
 
 
-def _lazy_full(n: int, fill, dtype, chunk: int):
+def _lazy_full(n: int, fill, dtype):
     if dtype is object:  # variable-length strings (Zarr v3 has no fixed-width unicode)
-        return dsa.from_array(np.full(n, fill, dtype=np.dtypes.StringDType()), chunks=chunk)
-    return dsa.full((n,), fill, dtype=dtype, chunks=chunk)
+        return dsa.from_array(np.full(n, fill, dtype=np.dtypes.StringDType()), chunks=-1)
+    return dsa.full((n,), fill, dtype=dtype, chunks=-1)
 
 
 def _config_dict(cfg: TilingConfig) -> dict:

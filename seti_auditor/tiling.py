@@ -37,7 +37,7 @@ class TilingConfig:
     bandpass_block: int = 33  # channels in the running median of the bandpass estimate
     dc_blank_channels: int = 1  # channels blanked at each coarse-channel centre (0 disables)
     premask_sigma: float = 3.0  # the article's RFI pre-mask threshold, in robust sigma
-    chunk_tiles: int = 64  # tiles per Zarr chunk of the tile store
+    chunk_tiles: int = 256  # tiles per Zarr chunk of the tile store (4 MiB of 16 x 256 tiles)
     channels_per_task: int = 0  # channels one ingest task handles; 0 = a multiple of the coarse width near 2**20
 
     def __post_init__(self) -> None:
@@ -164,15 +164,17 @@ def normalise(block_TxF: np.ndarray, coarse: int, cfg: TilingConfig) -> np.ndarr
         raise ValueError(f"block of {f} channels is not a whole number of {coarse}-channel coarse channels")
     out_TxF = np.empty((t, f), dtype=np.float32)
     for c0 in range(0, f, coarse):
-        raw = np.asarray(block_TxF[:, c0 : c0 + coarse], dtype=np.float64)
+        raw = np.array(block_TxF[:, c0 : c0 + coarse], dtype=np.float32)  # a copy: the input stays untouched
         finite = np.isfinite(raw)
         if not finite.any():
             raise UnusableDataError(f"coarse channel at channel {c0} holds no finite value")
         if not finite.all():
             raw = np.where(finite, raw, np.median(raw[finite]))
         bp = bandpass(raw, cfg.bandpass_block)
-        scale = np.where(np.abs(bp) > 0, bp, 1.0)
-        z, _, sigma = robust_standardise(raw / scale - 1.0)
+        scale = np.where(np.abs(bp) > 0, bp, 1.0).astype(np.float32)
+        raw /= scale  # in place: float32 temporaries only, a few times the region's size
+        raw -= 1.0
+        z, _, sigma = robust_standardise(raw)
         if sigma == 0.0:
             raise UnusableDataError(f"coarse channel at channel {c0} has zero variance (constant data)")
         z[~finite] = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from seti_auditor.errors import InputFileError
@@ -19,7 +20,7 @@ from seti_auditor.formats.bl_h5 import write_bl_h5
 from seti_auditor.formats.filterbank import write_filterbank
 
 __all__ = [
-    "SUPPORTED_SUFFIXES", "open_observation", "read_header", "write_bl_h5", "write_filterbank",
+    "SUPPORTED_SUFFIXES", "open_observation", "read_channels", "read_header", "write_bl_h5", "write_filterbank",
 ]
 
 SUPPORTED_SUFFIXES = (".fil", ".h5")
@@ -76,3 +77,23 @@ def open_observation(path: str | os.PathLike, *, chunk_channels: int | None = No
     if module is bl_h5:
         return bl_h5.open_bl_h5(path, chunk_channels=chunk_channels)
     return filterbank.open_filterbank(path, chunk_channels=chunk_channels)
+
+
+def read_channels(path: str | os.PathLike, c0: int, c1: int) -> np.ndarray:
+    """Power of channels ``[c0, c1)`` of every integration, float32 ``(time, freq)``.
+
+    Reads only those bytes and builds no coordinates, so the cost and memory follow the
+    channel range, not the file (the ingest path; :func:`open_observation` is for people).
+    """
+    path = os.fspath(path)
+    module = _module_for(path)
+    if module is bl_h5:
+        header, _ = bl_h5.read_header_and_chunks(path)
+        arr = bl_h5.BLH5Array(path, header["nsamples"], header["nchans"])
+    else:
+        header, offset = filterbank.read_header_and_offset(path)
+        arr = filterbank.FilterbankArray(path, offset, header["nsamples"], header["nchans"], header["nbits"],
+                                         signed=bool(header.get("signed", 0)))
+    if not 0 <= c0 < c1 <= header["nchans"]:
+        raise InputFileError(path, f"channel range [{c0}, {c1}) outside 0..{header['nchans']}")
+    return arr[:, c0:c1]

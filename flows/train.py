@@ -1,0 +1,66 @@
+"""The train flow: tiles.zarr -> a calibrated VAE in ``WORKDIR/model``."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from seti_auditor import workdir as wd
+from seti_auditor.training import TrainJob, TrainReport
+from tasks.train import train_vae
+
+
+@flow(name="train", flow_run_name="train {job.preset} on {workdir}", validate_parameters=False)
+def train_flow(workdir: str, job: TrainJob | None = None) -> TrainReport:
+    """Train the auditor on the noise and RFI tiles of ``workdir/tiles.zarr``."""
+    job = job or TrainJob()
+    with wd.locked(workdir):
+        report = train_vae(workdir, job)
+    _report(report)
+    return report
+
+
+def loss_curve_png(history: list[dict]) -> bytes:
+    """A PNG of the loss per epoch (reconstruction and KL on their own axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.plot(epochs, [h["loss"] for h in history], "o-", label="loss")
+    ax.plot(epochs, [h["recon"] for h in history], "s--", label="reconstruction")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per tile")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h["kl"] for h in history], "^:", color="tab:red", label="KL")
+    ax2.set_ylabel("KL")
+    fig.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _report(report: TrainReport) -> None:
+    rows = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()
+             if k in ("epoch", "loss", "recon", "kl", "mse", "tiles_per_s")} for h in report.history]
+    if rows:
+        create_table_artifact(rows, key="train-loss", description="loss per epoch")
+        png = base64.b64encode(loss_curve_png(report.history)).decode()
+        create_markdown_artifact(f"![loss curve](data:image/png;base64,{png})", key="train-loss-curve",
+                                 description="loss curve")
+    cal = report.calibration
+    lines = [f"# Model `{report.model_version}`", f"* directory: `{report.model_dir}`",
+             f"* training tiles: {report.n_train}; held-out null tiles: {report.n_null}",
+             f"* compile time: {report.compile_s:.1f} s; resumed from step: {report.resumed_from}"]
+    for name, c in cal.items():
+        lines.append(f"* {name}: mu {c['mean']:.4g}, sigma {c['std']:.4g}, article T = mu + 5 sigma = "
+                     f"{c['threshold_article']:.4g}; robust T = {c['threshold_robust']:.4g}")
+    create_markdown_artifact("\n".join(lines), key="train-summary", description="trained model")

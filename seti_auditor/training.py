@@ -1,0 +1,116 @@
+"""Train the auditor on a workdir's tile store and publish it with its calibration (I/O).
+
+The training set is noise and RFI only (:func:`vae.data.select_training_tiles`: OFF-source
+tiles and tiles the robust pre-screen calls ordinary, minus known signals). The held-out
+part calibrates the scores: of it, the tiles that are both OFF-source (or outside any
+cadence) and ordinary are the null sample whose scores give the p-values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zarr
+
+from seti_auditor import modeldir, tilestore
+from seti_auditor.audit import audit_tiles
+from seti_auditor.scoring import ScoreConfig
+from vae.calibrate import calibrate_scores
+from vae.config import TrainConfig, preset
+from vae.data import TileSelection, ZarrBatches, select_training_tiles
+from vae.train import fit
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "train_state"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """What the train flow does."""
+
+    preset: str = "default"  # VAE preset ("default" or "article"), fitted to the store's tile shape
+    epochs: int = 20  # passes over the training selection
+    batch_size: int = 64  # tiles per step (lowered to the selection size on tiny stores)
+    learning_rate: float = 2e-3  # peak Adam learning rate
+    seed: int = 0  # weights, data order and the holdout split
+    holdout_fraction: float = 0.25  # share of the noise tiles held out for calibration
+    known_signals: tuple[tuple[float, float], ...] = ()  # MHz ranges excluded from training
+    ordinary_max_abs_z: float = 6.0  # pre-screen: largest |z| of an ordinary tile
+    resume: bool = True  # continue from the checkpoint in W/train_state when it matches
+    score: ScoreConfig = ScoreConfig()  # the score the calibration is made for
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainReport:
+    """What a training run produced."""
+
+    model_dir: str  # the published model (W/models/<version>)
+    model_version: str  # hash of config + weights
+    history: list[dict]  # per epoch: loss, recon, kl, tiles_per_s, ...
+    n_train: int  # training tiles
+    n_null: int  # held-out noise tiles scored for calibration
+    calibration: dict  # per score: mean, std, median, MAD sigma, quantiles, article threshold
+    compile_s: float  # compilation time of the train step
+    resumed_from: int | None  # step restored from a checkpoint
+
+
+def null_tiles(store: str | os.PathLike, holdout: TileSelection, max_abs_z: float) -> np.ndarray:
+    """Held-out tiles fit to be a null sample: ordinary, and OFF-source when in a cadence."""
+    g = zarr.open_group(str(store), mode="r")
+    idx = holdout.indices
+    ordinary = np.asarray(g["max_abs_z"][:])[idx] <= max_abs_z
+    scan = np.asarray(g["scan_index"][:])[idx]
+    on = np.asarray(g["on_source"][:])[idx].astype(bool)
+    eligible = ordinary & ~(on & (scan >= 0))
+    return idx[eligible] if eligible.sum() >= 20 else idx
+
+
+def score_selection(model, store: str | os.PathLike, indices: np.ndarray, score_cfg: ScoreConfig) -> dict:
+    """Scores (and tile frequencies) of the given tiles, read chunk by chunk."""
+    source = ZarrBatches(str(store), indices, score_cfg.batch_size, shuffle_seed=None, drop_remainder=False)
+    parts = [(np.asarray(b.index_N), audit_tiles(model, b.tiles_NxTxF, score_cfg)) for b in source.batches(0)]
+    g = zarr.open_group(str(store), mode="r")
+    tile = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    fmid = 0.5 * (np.asarray(g["freq_min_mhz"][:])[tile] + np.asarray(g["freq_max_mhz"][:])[tile])
+    cat = lambda k: np.concatenate([getattr(p[1], k) for p in parts]) if parts else np.zeros(0, np.float32)  # noqa: E731
+    return {"tile": tile, "freq_mhz": fmid, "score": cat("score"), "recon_error": cat("recon_error")}
+
+
+def train_model(workdir: str | os.PathLike, job: TrainJob = TrainJob(),
+                on_epoch: Callable[[int, dict], None] | None = None) -> TrainReport:
+    """Select, train, calibrate and publish; resumable from ``W/train_state``."""
+    store = tilestore.store_path(workdir)
+    tiling = tilestore.read_tiling_config(store)
+    vae_cfg = preset(job.preset, tile=(tiling.tile_time, tiling.tile_freq))
+    train_sel, holdout = select_training_tiles(
+        str(store), known_signals=job.known_signals, holdout_fraction=job.holdout_fraction, seed=job.seed,
+        ordinary_max_abs_z=job.ordinary_max_abs_z)
+    if len(train_sel) < 2:
+        raise ValueError(f"{store}: only {len(train_sel)} noise tiles to train on; ingest more OFF-source data")
+    batch = min(job.batch_size, len(train_sel))
+    batch -= batch % 2 if batch > 1 else 0  # splits over two devices
+    train_cfg = TrainConfig(batch_size=batch, epochs=job.epochs, learning_rate=job.learning_rate, seed=job.seed,
+                            warmup_steps=min(100, max(1, job.epochs * (len(train_sel) // batch) // 10)))
+    source = ZarrBatches(str(store), train_sel, batch, shuffle_seed=job.seed)
+    result = fit(source, vae_cfg, train_cfg, checkpoint_dir=str(Path(workdir) / CHECKPOINTS),
+                 on_epoch=on_epoch, resume=job.resume)
+    null_idx = null_tiles(store, holdout, job.ordinary_max_abs_z)
+    null = score_selection(result.model, store, null_idx, job.score)
+    calibration = {
+        job.score.score: calibrate_scores(null["score"], score=job.score.score).to_dict(),
+        "mse": calibrate_scores(null["recon_error"], score="mse").to_dict(),
+    }
+    extra = {"train_config": train_cfg.to_dict(), "score_config": dataclasses.asdict(job.score),
+             "holdout": holdout.to_dict(), "null_tiles": int(null_idx.size), "history": result.history,
+             "calibrations": calibration, "tiles_store": str(store)}
+    version = modeldir.publish(workdir, result.model, vae_cfg, selection=train_sel, calibration=None,
+                               extra=extra, null_scores=null)
+    log.info("model %s: %d training tiles, %d null tiles", version, len(train_sel), null_idx.size)
+    return TrainReport(str(Path(workdir) / modeldir.MODELS / version), version, result.history, len(train_sel),
+                       int(null_idx.size), calibration, result.compile_s, result.resumed_from)

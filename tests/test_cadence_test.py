@@ -1,0 +1,114 @@
+"""Tests of event building, RFI rules and the ON/OFF cadence test on small tile tables."""
+
+import numpy as np
+import pandas as pd
+
+from seti_auditor.cadence_test import EVENT_COLUMNS, CadenceConfig, cadence_test
+
+N_FREQ_TILES = 8
+TILE_MHZ = 0.001  # 1 kHz tiles
+F0_MHZ = 1400.0
+SCAN_S = 300.0
+MJD0 = 60000.0
+
+
+def _file_rows(file_id, scan, cadence_id, flagged_tiles, drift=0.0, tile_base=0, on=None):
+    """One file (one time block) of N_FREQ_TILES tiles; ``flagged_tiles``: tile positions."""
+    t0 = MJD0 + max(scan, 0) * SCAN_S / 86400 + (file_id * 0.01 if scan < 0 else 0.0)
+    rows = []
+    for k in range(N_FREQ_TILES):
+        fmin = F0_MHZ + k * TILE_MHZ
+        flag = k in flagged_tiles
+        rows.append(dict(
+            tile=tile_base + k, file_id=file_id, source_file=f"f{file_id}.h5",
+            source_name="TIC1" if (on if on is not None else scan % 2 == 0) else "OFF",
+            cadence_id=cadence_id, scan_index=scan,
+            on_source=bool(on if on is not None else (scan >= 0 and scan % 2 == 0)),
+            freq_min_mhz=fmin, freq_max_mhz=fmin + TILE_MHZ * 0.996,
+            tstart_mjd=t0, tstop_mjd=t0 + SCAN_S / 86400,
+            score=10.0 + k if flag else 1.0, z=8.0 if flag else 0.0, p=1e-6 if flag else 0.5,
+            q=1e-4 if flag else 0.9, flagged=flag, drift_hz_s=drift if flag else 0.0,
+            peak_freq_mhz=fmin + TILE_MHZ / 2,
+        ))  # fmt: skip
+    return rows
+
+
+def _cadence(cid, flagged_by_scan, drift=0.0, first_file=0):
+    rows = []
+    for scan in range(6):
+        fid = first_file + scan
+        rows += _file_rows(fid, scan, cid, flagged_by_scan.get(scan, []), drift, fid * N_FREQ_TILES)
+    return rows
+
+
+def _run(rows, cfg=CadenceConfig()):
+    return cadence_test(pd.DataFrame(rows), cfg)
+
+
+def test_on_only_drifting_event_is_a_candidate():
+    # 2 Hz/s: +1.2 kHz (1.2 tiles) per 600 s between ON scans
+    cand, rfi, rej = _run(_cadence("c1", {0: [2], 2: [3], 4: [4, 5]}, drift=2.0))
+    assert len(cand) == 3 and rfi.empty and rej.empty
+    first = cand[cand["scan_index"] == 0].iloc[0]
+    assert first["n_on_scans"] == 3 and first["cadence_test"] == "pass"
+    assert first["n_off_checked"] == 1
+    merged = cand[cand["scan_index"] == 4].iloc[0]
+    assert merged["n_tiles"] == 2 and merged["tiles"] == "36,37"
+    assert list(cand.columns) == list(EVENT_COLUMNS)
+
+
+def test_event_in_all_six_scans_is_rfi():
+    cand, rfi, rej = _run(_cadence("c1", {s: [6] for s in range(6)}))
+    assert cand.empty and rej.empty
+    assert sorted(rfi["reason"]) == ["all_scans"] * 3 + ["off_scan"] * 3
+
+
+def test_event_in_neighbouring_off_is_rfi_but_far_off_is_not():
+    cand, rfi, _ = _run(_cadence("c1", {0: [1], 1: [1]}))
+    assert cand.empty and set(rfi["reason"]) == {"in_off", "off_scan"}
+    cand, rfi, _ = _run(_cadence("c1", {0: [1], 5: [1]}))  # scan 5 is not next to scan 0
+    assert len(cand) == 1 and cand["n_on_scans"].iloc[0] == 1
+    cand, rfi, _ = _run(_cadence("c1", {0: [1], 5: [1]}), CadenceConfig(off_scope="all"))
+    assert cand.empty
+
+
+def test_drift_carried_across_the_gap():
+    # the OFF after scan 0 shows a line at +0.6 kHz: the drift predicts it, so it vetoes
+    rows = _cadence("c1", {0: [2], 1: [3]}, drift=2.0)
+    cand, rfi, _ = _run(rows)
+    assert cand.empty and "in_off" in set(rfi["reason"])
+    # without drift the OFF's tile 3 is elsewhere: no veto
+    cand, _, _ = _run(_cadence("c1", {0: [2], 1: [4]}, drift=0.0))
+    assert len(cand) == 1
+
+
+def test_broadband_impulse_is_rfi():
+    cand, rfi, rej = _run(_cadence("c1", {2: list(range(7))}))
+    assert cand.empty and rej.empty
+    assert rfi["reason"].tolist() == ["broadband"] and rfi["n_tiles"].iloc[0] == 7
+
+
+def test_no_cadence_is_not_applicable():
+    rows = _file_rows(40, -1, "", [3], drift=0.5, tile_base=400, on=False)
+    cand, rfi, rej = _run(rows)
+    assert len(cand) == 1 and rfi.empty and rej.empty
+    assert cand["cadence_test"].iloc[0] == "n/a" and cand["n_on_scans"].iloc[0] == -1
+
+
+def test_min_on_scans_rejects_single_scan_events():
+    cand, rfi, rej = _run(_cadence("c1", {0: [2]}), CadenceConfig(min_on_scans=2))
+    assert cand.empty and rfi.empty
+    assert rej["reason"].tolist() == ["few_on_scans"] and rej["n_on_scans"].iloc[0] == 1
+
+
+def test_empty_and_deterministic():
+    rows = _cadence("c1", {0: [2], 2: [3], 4: [4]}, drift=2.0) + _cadence("c2", {1: [5]}, first_file=6)
+    rows += _file_rows(40, -1, "", [1, 2], tile_base=400, on=False)
+    a = _run(rows)
+    shuffled = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
+    b = cadence_test(shuffled)
+    for x, y in zip(a, b):
+        pd.testing.assert_frame_equal(x, y)
+    none = _run(_cadence("c1", {}))
+    assert all(df.empty for df in none)
+    assert list(none[1].columns) == list(EVENT_COLUMNS) + ["reason"]
