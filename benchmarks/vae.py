@@ -4,7 +4,7 @@
     python benchmarks/vae.py --preset default --tile 16x256 --json
 
 Prints one JSON line per run with, for the model as configured (``conv_impl`` of the preset,
-``tapmm`` unless ``--impl``):
+``gemm`` unless ``--impl``):
 
 * ``train_tiles_per_s`` - ``vae.train.fit`` on in-memory batches (batch ``--batch``, 128),
   after compilation, NaN checks and metrics included; ``compile_s`` its compile time;
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--score-reps", type=int, default=4, help="timed scoring batches")
     p.add_argument("--ref-steps", type=int, default=2, help="timed steps of the plain reference")
     p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the plain reference")
-    p.add_argument("--impl", choices=["tapmm", "phase", "xla"], default=None, help="override conv_impl")
+    p.add_argument("--impl", choices=["gemm", "phase", "tapmm", "xla"], default=None, help="override conv_impl")
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (accelerators)")
     args = p.parse_args(argv)
     if args.tile is None:

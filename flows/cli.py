@@ -8,6 +8,7 @@ are in place before Prefect loads.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -52,7 +53,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     _add_tiling_args(p)
     _add_cluster_args(p)
+
+    p = sub.add_parser("train", help="train the VAE on the noise and RFI tiles of WORKDIR/tiles.zarr")
+    p.add_argument("--workdir", required=True)
+    _add_train_args(p)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("score", help="score every tile with the current model and write WORKDIR/catalog.zarr")
+    p.add_argument("--workdir", required=True)
+    _add_score_args(p)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("run", help="ingest, train (when needed) and score an archive")
+    p.add_argument("archive_dir")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--model-policy", choices=("reuse", "retrain"), default="reuse",
+                   help="reuse the current model (train only when there is none) or retrain")
+    _add_tiling_args(p)
+    _add_train_args(p)
+    _add_score_args(p)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("demo", help="synthesise a small archive and run the whole pipeline on it")
+    p.add_argument("--workdir", default="seti-auditor-demo", help="where the archive and outputs go")
+    p.add_argument("--cadences", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    _add_train_args(p)
+    _add_score_args(p)
+    _add_cluster_args(p)
     return parser
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("default", "article"), default="default", help="VAE architecture")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--known-signal", action="append", default=[], metavar="FMIN:FMAX",
+                   help="MHz range excluded from training (repeatable)")
+
+
+def _add_score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--score", choices=("line", "mse"), default="line",
+                   help="anomaly score: residual line search, or the article's mean squared error")
+    p.add_argument("--threshold", choices=("bh", "empirical", "article", "robust"), default="bh",
+                   help="bh: Benjamini-Hochberg at --fdr; article: mu + k sigma")
+    p.add_argument("--fdr", type=float, default=0.01, help="false discovery rate q for --threshold bh")
+    p.add_argument("--min-on-scans", type=int, default=1, help="ON scans that must show a candidate")
 
 
 def _cluster(args):
@@ -67,6 +113,26 @@ def _tiling(args):
     t, f = args.tile
     return TilingConfig(tile_time=t, tile_freq=f, overlap_freq=args.overlap,
                         coarse_channel_width=args.coarse_channel_width)
+
+
+def _train_job(args):
+    from seti_auditor.training import TrainJob
+
+    signals = []
+    for text in args.known_signal:
+        lo, _, hi = text.partition(":")
+        signals.append((float(lo), float(hi)))
+    return TrainJob(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, known_signals=tuple(signals))
+
+
+def _score_job(args):
+    from seti_auditor.cadence_test import CadenceConfig
+    from seti_auditor.score_archive import ScoreJob
+    from seti_auditor.scoring import ScoreConfig
+    from seti_auditor.stats import ThresholdConfig
+
+    return ScoreJob(score=ScoreConfig(score=args.score), thresholds=ThresholdConfig(method=args.threshold, q=args.fdr),
+                    cadence=CadenceConfig(min_on_scans=args.min_on_scans))
 
 
 def cmd_synth(args) -> int:
@@ -96,11 +162,79 @@ def print_ingest(summary) -> None:
         print(f"  rejected {name}: {reason}")
 
 
-COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest}
+def cmd_train(args) -> int:
+    from flows.train import train_flow
+    from infra.runtime import make_task_runner
+
+    report = train_flow.with_options(task_runner=make_task_runner(_cluster(args)))(args.workdir, _train_job(args))
+    print(f"model {report.model_version} in {report.model_dir} ({report.n_train} training tiles, "
+          f"{report.n_null} null tiles); loss {report.history[-1]['loss']:.4g} after {len(report.history)} epochs"
+          if report.history else f"model {report.model_version} in {report.model_dir}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from flows.score import score_flow
+    from infra.runtime import make_task_runner
+
+    summary = score_flow.with_options(task_runner=make_task_runner(_cluster(args)))(args.workdir, _score_job(args))
+    print_score(summary)
+    return 0
+
+
+def cmd_run(args, archive_dir: str | None = None) -> int:
+    from flows.run import run_flow
+    from infra.runtime import dask_cluster, task_runner
+
+    with dask_cluster(_cluster(args)) as address:
+        result = run_flow.with_options(task_runner=task_runner(address))(
+            archive_dir or args.archive_dir, args.workdir, tiling=_tiling(args), train=_train_job(args),
+            score=_score_job(args), model_policy=getattr(args, "model_policy", "reuse"),
+            cadence_table=getattr(args, "cadence_table", None), dask_address=address)
+    print_ingest(result.ingest)
+    if result.train is not None:
+        print(f"model {result.train.model_version} trained on {result.train.n_train} tiles")
+    if result.score is None:
+        return 1
+    print_score(result.score)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from seti_auditor.archive import write_synthetic_archive
+
+    work = Path(args.workdir).resolve()
+    archive = work / "archive"
+    if not (archive / "truth.json").exists():
+        write_synthetic_archive(archive, cadences=args.cadences, seed=args.seed)
+    print(f"synthetic archive: {archive} ({args.cadences} ABACAD cadences, ground truth in truth.json)")
+    args.tile, args.overlap, args.coarse_channel_width, args.cadence_table = (16, 256), 0, 0, None
+    args.model_policy = "reuse"
+    args.workdir = str(work)
+    return cmd_run(args, archive_dir=str(archive))
+
+
+def print_score(summary) -> None:
+    print(f"catalog: {summary.catalog}  (xarray.open_zarr(path, consolidated=False))")
+    print(f"model {summary.model_version}: {summary.n_tiles} tiles scored, {summary.n_flagged} flagged; "
+          f"{summary.n_candidates} candidates, {summary.n_rfi} RFI events, {summary.n_rejected} rejected")
+    if summary.n_candidates:
+        cols = ["source_name", "freq_min_mhz", "freq_max_mhz", "drift_hz_s", "score", "q_value", "n_on_scans"]
+        with __import__("pandas").option_context("display.width", 120, "display.float_format", "{:.6g}".format):
+            print(summary.candidates[cols].head(15).to_string(index=False))
+    if summary.plots:
+        print(f"plots: {Path(summary.plots[0]).parent}")
+
+
+COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "score": cmd_score, "run": cmd_run,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the first run in a fresh PREFECT_HOME migrates a database before the API answers
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return COMMANDS[args.command](args)
 

@@ -15,6 +15,7 @@ reach it (each would start its own and time out; see the README). Hence:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -39,26 +40,57 @@ def api_url() -> str | None:
     return str(url) if url else None
 
 
-def make_task_runner(cfg: ClusterConfig = ClusterConfig()) -> DaskTaskRunner:
-    """A ``DaskTaskRunner`` for the configuration (see the module docstring for the rules)."""
+def _check(cfg: ClusterConfig) -> bool:
+    """Validate the configuration against the Prefect API in use; returns whether workers are processes."""
     server = api_url()
-    if cfg.address:
-        if not server:
-            raise RuntimeError(
-                "--dask-address needs a Prefect API server that the remote workers can reach: "
-                "start one with `seti-auditor ui` (or `prefect server start`) and set PREFECT_API_URL"
-            )
-        return DaskTaskRunner(address=cfg.address)
+    if cfg.address and not server:
+        raise RuntimeError(
+            "--dask-address needs a Prefect API server that the remote workers can reach: "
+            "start one with `prefect server start` and set PREFECT_API_URL"
+        )
     processes = bool(server) if cfg.processes is None else cfg.processes
     if processes and not server:
         raise RuntimeError("Dask worker processes need PREFECT_API_URL (a Prefect server); use threads instead")
-    workers = cfg.workers or max(1, os.cpu_count() or 1)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": cfg.threads_per_worker,
-            "processes": processes,
-            "dashboard_address": None,
-        },
-    )
+    return processes
+
+
+def _local_kwargs(cfg: ClusterConfig, processes: bool) -> dict:
+    return {
+        "n_workers": cfg.workers or max(1, os.cpu_count() or 1),
+        "threads_per_worker": cfg.threads_per_worker,
+        "processes": processes,
+        "dashboard_address": None,
+    }
+
+
+def make_task_runner(cfg: ClusterConfig = ClusterConfig()) -> DaskTaskRunner:
+    """A ``DaskTaskRunner`` with a cluster of its own (see the module docstring for the rules)."""
+    processes = _check(cfg)
+    if cfg.address:
+        return DaskTaskRunner(address=cfg.address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=_local_kwargs(cfg, processes))
+
+
+@contextlib.contextmanager
+def dask_cluster(cfg: ClusterConfig = ClusterConfig()):
+    """A scheduler address for the duration of the block: the given one, or a local cluster's.
+
+    One cluster then serves every flow of a run (ingest, train, score) instead of one each.
+    """
+    processes = _check(cfg)
+    if cfg.address:
+        yield cfg.address
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(**_local_kwargs(cfg, processes)) as cluster:
+        yield cluster.scheduler_address
+
+
+def task_runner(address: str | None):
+    """The task runner of a flow: Dask at ``address``, or Prefect's thread pool when None."""
+    if address is None:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()
+    return DaskTaskRunner(address=address)

@@ -31,7 +31,7 @@ LOSSES = ("mse_sum", "gaussian")
 DECODERS = ("subpixel", "transpose")
 OUTPUTS = ("linear", "sigmoid")
 ACTIVATIONS = ("relu", "gelu", "silu")
-CONV_IMPLS = ("tapmm", "phase", "xla")
+CONV_IMPLS = ("gemm", "phase", "tapmm", "xla")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 
@@ -60,7 +60,7 @@ class VAEConfig:
     premask_sigma: float = 3.0  # pre-mask threshold in robust sigmas
     loss: str = "mse_sum"  # "mse_sum": sum of squared errors per tile + beta KL; "gaussian": NLL, learned sigma
     beta: float = 1e-3  # weight of the KL term
-    conv_impl: str = "tapmm"  # tapmm: per-tap matmul weight grads + phase-split transposed convs; phase; xla (plain lax)
+    conv_impl: str = "gemm"  # see vae.ops: gemm (transposed convs as matmul + col2im), phase, tapmm, xla (plain lax)
     compute_dtype: str = "float32"  # "bfloat16" for accelerators (parameters and loss stay float32)
 
     def __post_init__(self) -> None:

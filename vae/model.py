@@ -26,8 +26,8 @@ from vae.config import VAEConfig
 _ACT = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 _DTYPE = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # VAEConfig.conv_impl -> (vae.ops.conv2d impl, vae.ops.conv_transpose2d impl)
-_CONV_IMPL = {"tapmm": "tapmm", "phase": "xla", "xla": "xla"}
-_TRANSPOSE_IMPL = {"tapmm": "tapmm", "phase": "xla", "xla": "lax"}
+_CONV_IMPL = {"gemm": "xla", "phase": "xla", "tapmm": "tapmm", "xla": "xla"}
+_TRANSPOSE_IMPL = {"gemm": "gemm", "phase": "xla", "tapmm": "tapmm", "xla": "lax"}
 
 
 def transform_input(cfg: VAEConfig, tiles_NxTxF):
@@ -78,7 +78,7 @@ class Conv(nnx.Module):
     """SAME-padded strided convolution (or transposed convolution) with bias, via ``vae.ops``."""
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int], *,
-                 transpose: bool = False, impl: str = "tapmm", dtype=jnp.float32, rng: np.random.Generator):
+                 transpose: bool = False, impl: str = "gemm", dtype=jnp.float32, rng: np.random.Generator):
         self.kernel = nnx.Param(_lecun((*kernel, cin, cout), rng))
         self.bias = nnx.Param(jnp.asarray(np.zeros((cout,), np.float32)))
         self.stride, self.transpose, self.impl, self.dtype = tuple(stride), transpose, impl, dtype

@@ -139,6 +139,8 @@ def conv_transpose2d(x_NxHxWxC, w_KHxKWxCxO, stride: tuple[int, int], *, impl: s
     sh, sw = (int(s) for s in stride)
     if impl == "lax":
         return lax.conv_transpose(x_NxHxWxC, w_KHxKWxCxO, (sh, sw), "SAME", dimension_numbers=_DN)
+    if impl == "gemm":
+        return _conv_transpose_gemm(x_NxHxWxC, w_KHxKWxCxO, (sh, sw))
     n, h, w_, _ = x_NxHxWxC.shape
     kh, kw, _, o = w_KHxKWxCxO.shape
     ph, pw = _phases(kh, sh), _phases(kw, sw)
@@ -158,6 +160,40 @@ def conv_transpose2d(x_NxHxWxC, w_KHxKWxCxO, stride: tuple[int, int], *, impl: s
             xs = lax.slice_in_dim(xp, lo_h + dh, lo_h + dh + h + nth - 1, axis=1)
             xs = lax.slice_in_dim(xs, lo_w + dw, lo_w + dw + w_ + ntw - 1, axis=2)
             cols.append(conv2d(xs, wk, (1, 1), impl=impl, padding=((0, 0), (0, 0))))
+        rows.append(jnp.stack(cols, axis=3))  # N x H x W x sw x O
+    y = jnp.stack(rows, axis=3)  # N x H x W x sh x sw x O
+    return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * sh, w_ * sw, o)
+
+
+def _conv_transpose_gemm(x_NxHxWxC, w_KHxKWxCxO, stride):
+    """Transposed convolution as one matrix product and a shift-add ("col2im").
+
+    ``P = x @ w`` gives every input pixel's contribution to each of its ``kh*kw`` output
+    taps (``N x H x W x kh x kw x O``); each output phase then sums the shifted taps that
+    land on it. Minimal multiply-adds, and forward, input and weight gradients are all
+    large matrix products (plus slices and adds), which XLA runs well on CPUs.
+    """
+    n, h, w_, c = x_NxHxWxC.shape
+    kh, kw, _, o = w_KHxKWxCxO.shape
+    sh, sw = stride
+    p = jnp.dot(x_NxHxWxC.reshape(n * h * w_, c), w_KHxKWxCxO.transpose(2, 0, 1, 3).reshape(c, kh * kw * o),
+                preferred_element_type=x_NxHxWxC.dtype).reshape(n, h, w_, kh, kw, o)
+    ph, pw = _phases(kh, sh), _phases(kw, sw)
+    offs_h = [d + nt - 1 for _, nt, d in ph if nt] + [d for _, nt, d in ph if nt]
+    offs_w = [d + nt - 1 for _, nt, d in pw if nt] + [d for _, nt, d in pw if nt]
+    lo_h, hi_h = max(0, -min(offs_h)), max(0, max(offs_h))
+    lo_w, hi_w = max(0, -min(offs_w)), max(0, max(offs_w))
+    pp = jnp.pad(p, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0), (0, 0), (0, 0)))
+    rows = []
+    for k0h, nth, dh in ph:
+        cols = []
+        for k0w, ntw, dw in pw:
+            acc = jnp.zeros((n, h, w_, o), p.dtype)
+            for jh in range(nth):
+                for jw in range(ntw):
+                    a, b = lo_h + dh + jh, lo_w + dw + jw
+                    acc = acc + pp[:, a:a + h, b:b + w_, k0h + jh * sh, k0w + jw * sw, :]
+            cols.append(acc)
         rows.append(jnp.stack(cols, axis=3))  # N x H x W x sw x O
     y = jnp.stack(rows, axis=3)  # N x H x W x sh x sw x O
     return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * sh, w_ * sw, o)

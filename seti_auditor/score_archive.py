@@ -1,0 +1,199 @@
+"""Scoring an archive's tiles and building its catalog (I/O; Prefect tasks wrap these).
+
+* :func:`plan_regions` cuts the tile store into chunk-aligned regions, one per task;
+* :func:`score_region` scores one region with the current model (loaded once per worker)
+  and writes its rows of ``scores.zarr``; it returns only counts and the few small p-values,
+  so the Dask graph and the results stay small;
+* :func:`apply_fdr` runs Benjamini-Hochberg over the whole archive from those p-values;
+* :func:`tile_table` + :func:`seti_auditor.cadence_test.cadence_test` turn flagged tiles
+  into candidates, written by :func:`seti_auditor.catalog.write_catalog`.
+
+p-values come from the held-out noise tiles scored when the model was trained (per
+frequency band of ``band_mhz`` when the band has enough of them). Benjamini-Hochberg needs
+every p-value only up to the level it can reject, so tasks return the tiles with
+``p <= q_report`` and the number of tiles ``m``: the q-values of those are exact whenever
+they are at most ``q_report`` (a larger p cannot lower them); ``q_value`` is NaN elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import threading
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from seti_auditor import modeldir, scorestore, tilestore
+from seti_auditor.audit import audit_tiles
+from seti_auditor.cadence_test import CadenceConfig
+from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
+from seti_auditor.stats import ThresholdConfig, decide
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreJob:
+    """How the score flow turns tiles into a catalog."""
+
+    score: ScoreConfig = ScoreConfig()  # the anomaly score ("line" residual search, or the article's "mse")
+    thresholds: ThresholdConfig = ThresholdConfig()  # p-values -> flags (BH at q by default; "article" = mu + k sigma)
+    cadence: CadenceConfig = CadenceConfig()  # event merging, RFI rules and the ON/OFF test
+    band_mhz: float = 50.0  # width of the frequency bands calibrated separately (MHz)
+    tiles_per_task: int = 4096  # tiles one scoring task handles (rounded to whole chunks)
+    q_report: float = 0.2  # q-values are computed for tiles with p <= q_report (BH needs no more)
+    n_plots: int = 8  # candidates that get an ON/OFF plot
+
+
+def plan_regions(n_tiles: int, chunk_tiles: int, tiles_per_task: int) -> list[tuple[int, int]]:
+    """Chunk-aligned ``[start, stop)`` ranges covering ``n_tiles`` rows."""
+    step = max(chunk_tiles, (tiles_per_task // chunk_tiles) * chunk_tiles)
+    return [(a, min(a + step, n_tiles)) for a in range(0, n_tiles, step)]
+
+
+_model_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _model(workdir: str, version: str, score_cfg: ScoreConfig):
+    """The model and its null scores, loaded once per worker process (and version)."""
+    model, cfg, meta, null = modeldir.load_current(workdir)
+    if meta["model_version"] != version:
+        raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
+    trained_for = meta["extra"].get("score_config", {})
+    if score_cfg.score == "line" and trained_for != dataclasses.asdict(score_cfg):
+        from seti_auditor.training import score_selection  # recalibrate for another line-search setting
+
+        null = {**null, "score": score_selection(model, tilestore.store_path(workdir), null["tile"], score_cfg)["score"]}
+    null_scores = null["score"] if score_cfg.score == "line" else null["recon_error"]
+    return model, np.asarray(null_scores, np.float64), np.asarray(null["freq_mhz"], np.float64)
+
+
+def load_model(workdir: str, version: str, score_cfg: ScoreConfig):
+    with _model_lock:  # thread workers share the cache: load once
+        return _model(os.path.abspath(workdir), version, score_cfg)
+
+
+def band_of(freq_mhz: np.ndarray, band_mhz: float) -> np.ndarray:
+    """Calibration band of each frequency: a fixed grid, the same in every task."""
+    return np.floor(np.asarray(freq_mhz, np.float64) / band_mhz).astype(np.int64)
+
+
+def score_region(workdir: str, start: int, stop: int, job: ScoreJob, version: str) -> dict:
+    """Score tiles ``[start, stop)`` and write their rows of ``scores.zarr``.
+
+    Returns ``{"start", "n_valid", "kept_tile", "kept_p"}``: the tiles with
+    ``p <= job.q_report`` (for the archive-wide BH step) and the number of valid tiles.
+    """
+    model, null, null_freq = load_model(workdir, version, job.score)
+    g = zarr.open_group(str(tilestore.store_path(workdir)), mode="r")
+    valid = np.asarray(g["valid"][start:stop], bool)
+    n = stop - start
+    rows = {name: np.full(n, fill, dtype=dtype) for name, (dtype, fill) in scorestore.SCORE_VARS.items()}
+    rows["model_version"] = np.full(n, version, object)
+    rows["scored"][:] = True
+    kept_tile, kept_p = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    if valid.any():
+        tiles = np.nan_to_num(np.asarray(g["tiles"][start:stop], np.float32)[valid])
+        fmid = 0.5 * (np.asarray(g["freq_min_mhz"][start:stop]) + np.asarray(g["freq_max_mhz"][start:stop]))[valid]
+        verdict = audit_tiles(model, tiles, job.score)
+        decision = decide(verdict.score, null, band_of(fmid, job.band_mhz), band_of(null_freq, job.band_mhz),
+                          job.thresholds)
+        for name, values in (("recon_error", verdict.recon_error), ("score", verdict.score),
+                             ("z_score", decision.z), ("p_value", decision.p), ("drift_chan", verdict.drift_chan)):
+            rows[name][valid] = values
+        rows["peak_chan"][valid] = np.where(np.isfinite(verdict.peak_chan), np.round(verdict.peak_chan), -1)
+        if job.thresholds.method != "bh":  # per-tile rules; BH is archive-wide (apply_fdr)
+            rows["flagged"][valid] = decision.flagged
+        keep = decision.p <= job.q_report
+        kept_tile = start + np.flatnonzero(valid)[keep]
+        kept_p = decision.p[keep]
+    scorestore.write_region(scorestore.store_path(workdir), start, rows, g["tiles"].chunks[0])
+    return {"start": start, "n_valid": int(valid.sum()), "kept_tile": kept_tile, "kept_p": kept_p}
+
+
+def bh_sparse(p_kept: np.ndarray, m: int) -> np.ndarray:
+    """Benjamini-Hochberg q-values of the ``k`` smallest of ``m`` p-values (the rest larger)."""
+    p = np.asarray(p_kept, np.float64)
+    if p.size == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, p.size + 1)
+    q_sorted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    q = np.empty_like(q_sorted)
+    q[order] = q_sorted
+    return q
+
+
+def apply_fdr(workdir: str, results: list[dict], job: ScoreJob, chunk_tiles: int) -> dict:
+    """Archive-wide Benjamini-Hochberg: write ``q_value`` (and ``flagged`` for the BH rule)."""
+    m = sum(r["n_valid"] for r in results)
+    tiles = np.concatenate([r["kept_tile"] for r in results]) if results else np.zeros(0, np.int64)
+    p = np.concatenate([r["kept_p"] for r in results]) if results else np.zeros(0)
+    q = bh_sparse(p, max(m, 1))
+    exact = q <= job.q_report
+    path = scorestore.store_path(workdir)
+    g = zarr.open_group(str(path), mode="r+")
+    q_all = np.full(g["q_value"].shape[0], np.nan)
+    q_all[tiles[exact]] = q[exact]
+    g["q_value"][:] = q_all
+    if job.thresholds.method == "bh":
+        flagged = np.zeros(q_all.size, bool)
+        flagged[tiles[q <= job.thresholds.q]] = True
+        g["flagged"][:] = flagged
+    flagged_n = int(np.asarray(g["flagged"][:]).sum())
+    return {"m": m, "n_small_p": int(p.size), "n_flagged": flagged_n}
+
+
+def tile_table(workdir: str) -> pd.DataFrame:
+    """One row per valid tile with its coordinates and scores (the cadence test's input)."""
+    tg = zarr.open_group(str(tilestore.store_path(workdir)), mode="r")
+    sg = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
+    valid = np.asarray(tg["valid"][:], bool)
+    scored = np.asarray(sg["scored"][: valid.size], bool)
+    idx = np.flatnonzero(valid & scored)
+    col = lambda group, name: np.asarray(group[name][:])[idx]  # noqa: E731
+    manifest = tilestore.load_manifest(tilestore.store_path(workdir))
+    file_id = col(tg, "file_id")
+    tsamp = manifest["tsamp_s"].to_numpy()[file_id]
+    foff = manifest["foff_mhz"].to_numpy()[file_id]
+    fch1 = manifest["fch1_mhz"].to_numpy()[file_id]
+    tiling = tilestore.read_tiling_config(tilestore.store_path(workdir))
+    tstart = col(tg, "tstart_mjd")
+    chan_start = col(tg, "chan_start")
+    peak = col(sg, "peak_chan").astype(np.float64)
+    centre = np.where(peak >= 0, peak, (tiling.tile_freq - 1) / 2.0)
+    return pd.DataFrame({
+        "tile": idx,
+        "file_id": file_id,
+        "source_file": col(tg, "source_file").astype(object),
+        "source_name": col(tg, "source_name").astype(object),
+        "cadence_id": col(tg, "cadence_id").astype(object),
+        "scan_index": col(tg, "scan_index").astype(np.int64),
+        "on_source": col(tg, "on_source").astype(bool),
+        "freq_min_mhz": col(tg, "freq_min_mhz"),
+        "freq_max_mhz": col(tg, "freq_max_mhz"),
+        "tstart_mjd": tstart,
+        "tstop_mjd": tstart + tiling.tile_time * tsamp / 86400.0,
+        "score": col(sg, "score").astype(np.float64),
+        "recon_error": col(sg, "recon_error").astype(np.float64),
+        "z": col(sg, "z_score").astype(np.float64),
+        "p": col(sg, "p_value"),
+        "q": col(sg, "q_value"),
+        "flagged": col(sg, "flagged").astype(bool),
+        "drift_hz_s": drift_to_hz_s(col(sg, "drift_chan"), foff, tsamp),
+        "peak_freq_mhz": chan_to_freq_mhz(centre, fch1 + chan_start * foff, foff),
+    })
+
+
+def region_pvalues(workdir: str, start: int, stop: int, q_report: float) -> dict:
+    """The :func:`score_region` result of an already scored region, read back from the store."""
+    g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
+    valid = np.asarray(zarr.open_group(str(tilestore.store_path(workdir)), mode="r")["valid"][start:stop], bool)
+    p = np.asarray(g["p_value"][start:stop])
+    keep = valid & (p <= q_report)
+    return {"start": start, "n_valid": int(valid.sum()), "kept_tile": start + np.flatnonzero(keep), "kept_p": p[keep]}
