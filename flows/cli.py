@@ -98,7 +98,8 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", choices=("bh", "empirical", "article", "robust"), default="bh",
                    help="bh: Benjamini-Hochberg at --fdr; article: mu + k sigma")
     p.add_argument("--fdr", type=float, default=0.01, help="false discovery rate q for --threshold bh")
-    p.add_argument("--min-on-scans", type=int, default=1, help="ON scans that must show a candidate")
+    p.add_argument("--min-on-scans", type=int, default=2,
+                   help="ON scans of a cadence that must show a candidate (a lone noise peak shows in one)")
 
 
 def _cluster(args):
@@ -131,7 +132,10 @@ def _score_job(args):
     from seti_auditor.scoring import ScoreConfig
     from seti_auditor.stats import ThresholdConfig
 
-    return ScoreJob(score=ScoreConfig(score=args.score), thresholds=ThresholdConfig(method=args.threshold, q=args.fdr),
+    # the line score's null is Gumbel-like (a maximum of track sums); the MSE's is not
+    tail = "gumbel" if args.score == "line" else "exponential"
+    return ScoreJob(score=ScoreConfig(score=args.score),
+                    thresholds=ThresholdConfig(method=args.threshold, q=args.fdr, tail=tail),
                     cadence=CadenceConfig(min_on_scans=args.min_on_scans))
 
 

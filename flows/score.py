@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -30,7 +31,7 @@ class ScoreSummary:
     plots: list[str]  # candidate PNGs
     model_version: str  # the model that scored
     n_tiles: int  # valid tiles scored
-    n_flagged: int  # tiles over the threshold
+    n_flagged: int  # (tile, sub-band) tests over the threshold
     n_candidates: int  # catalog rows
     n_rfi: int  # events recorded as RFI
     n_rejected: int  # events rejected by the cadence test
@@ -53,8 +54,10 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     tiling = tilestore.read_tiling_config(tiles_path)
     n = tilestore.n_tiles(tiles_path)
     scores_path = scorestore.store_path(workdir)
-    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, version,
-                                       {"score_job": json.dumps(dataclasses.asdict(job)), "code_version": __version__})
+    job_json = json.dumps(dataclasses.asdict(job), sort_keys=True)
+    key = f"{version}-{hashlib.sha256((job_json + __version__).encode()).hexdigest()[:12]}"
+    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, job.score.subbands, version, key,
+                                       {"score_job": job_json, "code_version": __version__})
     regions = score_archive.plan_regions(n, tiling.chunk_tiles, job.tiles_per_task)
     todo = [r for r in regions if fresh or not scorestore.scored_region(scores_path, *r)]
     logger.info("model %s: %d regions, %d to score", version, len(regions), len(todo))
@@ -88,7 +91,7 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     plot_futures = [plot_candidate.submit(workdir, row.to_dict(), str(out_dir), name=f"{row.source_file} "
                                           f"{row.peak_freq_mhz:.6f} MHz") for _, row in top.iterrows()]
     plots = [f.result() for f in plot_futures]
-    summary = ScoreSummary(catalog.store_path(workdir), plots, version, fdr["m"], fdr["n_flagged"],
+    summary = ScoreSummary(catalog.store_path(workdir), plots, version, fdr["m"] // job.score.subbands, fdr["n_flagged"],
                            len(candidates), len(rfi), len(rejected), candidates)
     _report(summary, manifest, job)
     return summary

@@ -15,17 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from seti_auditor.scoring import ScoreConfig, line_score
+from seti_auditor.scoring import ScoreConfig, line_score, subband_mse
 from vae.model import VAE, transform_input
 
 
 class Verdict(NamedTuple):
-    """Scores of ``N`` tiles (numpy arrays of length ``N``)."""
+    """Scores of ``N`` tiles with ``S`` sub-bands each (numpy arrays)."""
 
-    recon_error: np.ndarray  # float32, the article's score: mean squared residual (model input units^2)
-    score: np.ndarray  # float32, the configured anomaly score (higher = more anomalous)
-    drift_chan: np.ndarray  # float32, best line track drift (channels per integration); NaN for "mse"
-    peak_chan: np.ndarray  # float32, best track centre channel at the tile's middle integration; NaN for "mse"
+    recon_error: np.ndarray  # (N,) float32, the article's score: mean squared residual (model input units^2)
+    score: np.ndarray  # (N, S) float32, the configured anomaly score per sub-band (higher = more anomalous)
+    drift_chan: np.ndarray  # (N, S) float32, best line track drift (channels per integration); NaN for "mse"
+    peak_chan: np.ndarray  # (N, S) float32, best track centre channel in the tile at its middle integration
 
 
 @functools.partial(nnx.jit, static_argnames="score_cfg")
@@ -35,8 +35,9 @@ def _audit(model: VAE, tiles_NxTxF, score_cfg: ScoreConfig):
     recon = model.decode(mean).astype(jnp.float32)
     mse = jnp.mean(jnp.square(x - recon), axis=(1, 2))
     if score_cfg.score == "mse":
-        nan = jnp.full_like(mse, jnp.nan)
-        return mse, mse, nan, nan
+        per_band = subband_mse(x, recon, score_cfg.subbands)
+        nan = jnp.full_like(per_band, jnp.nan)
+        return mse, per_band, nan, nan
     stat, drift, chan, _ = line_score(x, recon, score_cfg)
     return mse, stat, drift, chan
 
@@ -45,8 +46,8 @@ def audit_tiles(model: VAE, tiles_NxTxF: np.ndarray, score_cfg: ScoreConfig = Sc
     """Score store-space tiles in batches of ``score_cfg.batch_size`` (the last one zero-padded)."""
     n = tiles_NxTxF.shape[0]
     if n == 0:
-        empty = np.zeros(0, np.float32)
-        return Verdict(empty, empty, empty, empty)
+        empty = np.zeros((0, score_cfg.subbands), np.float32)
+        return Verdict(np.zeros(0, np.float32), empty, empty, empty)
     bs = max(1, min(score_cfg.batch_size, n))
     parts = []
     for start in range(0, n, bs):

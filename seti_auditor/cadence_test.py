@@ -69,14 +69,17 @@ class CadenceConfig:
 
     min_on_scans: int = 1  # ON scans (own included) that must show an event to keep it
     off_scope: str = "adjacent"  # OFF scans that veto: "adjacent" (before/after) or "all"
-    freq_tol_mhz: float = 0.0  # fixed widening of the carried frequency window
-    drift_tol_hz_s: float = 0.1  # drift uncertainty: widening grows by this * |time gap|
+    match: str = "line"  # "line": compare the carried line with each tile's best track; "tile": with its whole band
+    freq_tol_mhz: float = 2e-5  # fixed widening of the carried frequency window (20 Hz, ~7 BL channels)
+    drift_tol_hz_s: float = 0.25  # drift uncertainty (grid step of the fast search, chirps): widening per |time gap|
     merge_gap_frac: float = 0.05  # merge tiles whose gap is at most this fraction of a tile width
     broadband_frac: float = 0.5  # flagged fraction of a file's time block that is an impulse
     broadband_min_tiles: int = 3  # fewer flagged tiles are never called broadband
     n_scans: int = 6  # scans in a complete cadence (ABACAD)
 
     def __post_init__(self) -> None:
+        if self.match not in ("line", "tile"):
+            raise ValueError(f"unknown match {self.match!r}")
         if self.off_scope not in ("adjacent", "all"):
             raise ValueError(f"unknown off_scope {self.off_scope!r}")
         if self.min_on_scans < 1:
@@ -164,7 +167,13 @@ def build_events(flagged_tiles: pd.DataFrame, gap_frac: float) -> pd.DataFrame:
 
 
 def _shows(event: pd.Series, scan_tiles: pd.DataFrame, cfg: CadenceConfig) -> bool:
-    """Whether any flagged tile of a scan overlaps the event carried to that tile's time."""
+    """Whether a flagged tile of a scan shows the event carried to that tile's time.
+
+    ``match="line"`` (default): the tile's best track passes within the tolerance of the
+    event's line carried with its drift, so that a strong line elsewhere in the same tile
+    (another signal, RFI) neither vetoes nor confirms the event. ``match="tile"``: the
+    tile's band overlaps the event's carried band (coarser: a tile holds hundreds of channels).
+    """
     if scan_tiles.empty:
         return False
     t_mid = 0.5 * (scan_tiles["tstart_mjd"].to_numpy() + scan_tiles["tstop_mjd"].to_numpy())
@@ -172,6 +181,9 @@ def _shows(event: pd.Series, scan_tiles: pd.DataFrame, cfg: CadenceConfig) -> bo
     drift = event["drift_hz_s"] if np.isfinite(event["drift_hz_s"]) else 0.0
     shift = drift * dt_s / 1e6
     tol = cfg.freq_tol_mhz + cfg.drift_tol_hz_s * np.abs(dt_s) / 1e6
+    if cfg.match == "line" and np.isfinite(event["peak_freq_mhz"]):
+        peaks = scan_tiles["peak_freq_mhz"].to_numpy()
+        return bool(np.any(np.isfinite(peaks) & (np.abs(peaks - (event["peak_freq_mhz"] + shift)) <= tol)))
     lo = event["freq_min_mhz"] + shift - tol
     hi = event["freq_max_mhz"] + shift + tol
     t_lo = np.minimum(scan_tiles["freq_min_mhz"], scan_tiles["freq_max_mhz"]).to_numpy()

@@ -42,7 +42,7 @@ class ScoreJob:
 
     score: ScoreConfig = ScoreConfig()  # the anomaly score ("line" residual search, or the article's "mse")
     thresholds: ThresholdConfig = ThresholdConfig()  # p-values -> flags (BH at q by default; "article" = mu + k sigma)
-    cadence: CadenceConfig = CadenceConfig()  # event merging, RFI rules and the ON/OFF test
+    cadence: CadenceConfig = CadenceConfig(min_on_scans=2)  # event merging, RFI rules and the ON/OFF test
     band_mhz: float = 50.0  # width of the frequency bands calibrated separately (MHz)
     tiles_per_task: int = 4096  # tiles one scoring task handles (rounded to whole chunks)
     q_report: float = 0.2  # q-values are computed for tiles with p <= q_report (BH needs no more)
@@ -69,8 +69,13 @@ def _model(workdir: str, version: str, score_cfg: ScoreConfig):
         from seti_auditor.training import score_selection  # recalibrate for another line-search setting
 
         null = {**null, "score": score_selection(model, tilestore.store_path(workdir), null["tile"], score_cfg)["score"]}
-    null_scores = null["score"] if score_cfg.score == "line" else null["recon_error"]
-    return model, np.asarray(null_scores, np.float64), np.asarray(null["freq_mhz"], np.float64)
+    if score_cfg.score == "mse":  # the article's baseline: the null of its own statistic
+        from seti_auditor.training import score_selection
+
+        null = {**null, "score": score_selection(model, tilestore.store_path(workdir), null["tile"], score_cfg)["score"]}
+    scores_NxS = np.asarray(null["score"], np.float64).reshape(len(null["tile"]), -1)
+    freq_NxS = np.repeat(np.asarray(null["freq_mhz"], np.float64)[:, None], scores_NxS.shape[1], axis=1)
+    return model, scores_NxS.ravel(), freq_NxS.ravel()
 
 
 def load_model(workdir: str, version: str, score_cfg: ScoreConfig):
@@ -86,34 +91,39 @@ def band_of(freq_mhz: np.ndarray, band_mhz: float) -> np.ndarray:
 def score_region(workdir: str, start: int, stop: int, job: ScoreJob, version: str) -> dict:
     """Score tiles ``[start, stop)`` and write their rows of ``scores.zarr``.
 
-    Returns ``{"start", "n_valid", "kept_tile", "kept_p"}``: the tiles with
-    ``p <= job.q_report`` (for the archive-wide BH step) and the number of valid tiles.
+    Returns ``{"start", "n_valid", "kept_tile", "kept_p"}``: the flat ``tile * S + subband``
+    indices with ``p <= job.q_report`` (for the archive-wide BH step) and the number of tests
+    (valid tiles times sub-bands).
     """
     model, null, null_freq = load_model(workdir, version, job.score)
     g = zarr.open_group(str(tilestore.store_path(workdir)), mode="r")
     valid = np.asarray(g["valid"][start:stop], bool)
-    n = stop - start
-    rows = {name: np.full(n, fill, dtype=dtype) for name, (dtype, fill) in scorestore.SCORE_VARS.items()}
+    n, sb = stop - start, job.score.subbands
+    rows = {name: np.full((n, sb) if name in scorestore.SUBBAND_VARS else n, fill, dtype=dtype)
+            for name, (dtype, fill) in scorestore.SCORE_VARS.items()}
     rows["model_version"] = np.full(n, version, object)
     rows["scored"][:] = True
-    kept_tile, kept_p = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    kept, kept_p = np.zeros(0, np.int64), np.zeros(0, np.float64)
     if valid.any():
         tiles = np.nan_to_num(np.asarray(g["tiles"][start:stop], np.float32)[valid])
         fmid = 0.5 * (np.asarray(g["freq_min_mhz"][start:stop]) + np.asarray(g["freq_max_mhz"][start:stop]))[valid]
         verdict = audit_tiles(model, tiles, job.score)
-        decision = decide(verdict.score, null, band_of(fmid, job.band_mhz), band_of(null_freq, job.band_mhz),
-                          job.thresholds)
-        for name, values in (("recon_error", verdict.recon_error), ("score", verdict.score),
-                             ("z_score", decision.z), ("p_value", decision.p), ("drift_chan", verdict.drift_chan)):
+        bands = np.repeat(band_of(fmid, job.band_mhz)[:, None], sb, axis=1).ravel()
+        decision = decide(verdict.score.ravel(), null, bands, band_of(null_freq, job.band_mhz), job.thresholds)
+        shape = verdict.score.shape
+        rows["recon_error"][valid] = verdict.recon_error
+        for name, values in (("score", verdict.score), ("z_score", decision.z.reshape(shape)),
+                             ("p_value", decision.p.reshape(shape)), ("drift_chan", verdict.drift_chan)):
             rows[name][valid] = values
         rows["peak_chan"][valid] = np.where(np.isfinite(verdict.peak_chan), np.round(verdict.peak_chan), -1)
         if job.thresholds.method != "bh":  # per-tile rules; BH is archive-wide (apply_fdr)
-            rows["flagged"][valid] = decision.flagged
-        keep = decision.p <= job.q_report
-        kept_tile = start + np.flatnonzero(valid)[keep]
-        kept_p = decision.p[keep]
+            rows["flagged"][valid] = decision.flagged.reshape(shape)
+        p_full = np.full((n, sb), np.inf)
+        p_full[valid] = decision.p.reshape(shape)
+        kept = start * sb + np.flatnonzero(p_full.ravel() <= job.q_report)  # flat (tile, subband) index
+        kept_p = p_full.ravel()[kept - start * sb]
     scorestore.write_region(scorestore.store_path(workdir), start, rows, g["tiles"].chunks[0])
-    return {"start": start, "n_valid": int(valid.sum()), "kept_tile": kept_tile, "kept_p": kept_p}
+    return {"start": start, "n_valid": int(valid.sum()) * sb, "kept_tile": kept, "kept_p": kept_p}
 
 
 def bh_sparse(p_kept: np.ndarray, m: int) -> np.ndarray:
@@ -138,55 +148,65 @@ def apply_fdr(workdir: str, results: list[dict], job: ScoreJob, chunk_tiles: int
     exact = q <= job.q_report
     path = scorestore.store_path(workdir)
     g = zarr.open_group(str(path), mode="r+")
-    q_all = np.full(g["q_value"].shape[0], np.nan)
+    shape = g["q_value"].shape
+    q_all = np.full(shape[0] * shape[1], np.nan)
     q_all[tiles[exact]] = q[exact]
-    g["q_value"][:] = q_all
+    g["q_value"][:] = q_all.reshape(shape)
     if job.thresholds.method == "bh":
         flagged = np.zeros(q_all.size, bool)
         flagged[tiles[q <= job.thresholds.q]] = True
-        g["flagged"][:] = flagged
+        g["flagged"][:] = flagged.reshape(shape)
     flagged_n = int(np.asarray(g["flagged"][:]).sum())
     return {"m": m, "n_small_p": int(p.size), "n_flagged": flagged_n}
 
 
 def tile_table(workdir: str) -> pd.DataFrame:
-    """One row per valid tile with its coordinates and scores (the cadence test's input)."""
+    """One row per (valid tile, sub-band) with coordinates and scores (the cadence test's input).
+
+    ``tile`` is the tile's index; ``freq_min_mhz``/``freq_max_mhz`` bound the sub-band's channels.
+    """
     tg = zarr.open_group(str(tilestore.store_path(workdir)), mode="r")
     sg = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
     valid = np.asarray(tg["valid"][:], bool)
     scored = np.asarray(sg["scored"][: valid.size], bool)
     idx = np.flatnonzero(valid & scored)
-    col = lambda group, name: np.asarray(group[name][:])[idx]  # noqa: E731
+    sb = int(sg["score"].shape[1])
+    tile_col = lambda name: np.repeat(np.asarray(tg[name][:])[idx], sb)  # noqa: E731
+    band_col = lambda name: np.asarray(sg[name][:])[idx].ravel()  # noqa: E731
     manifest = tilestore.load_manifest(tilestore.store_path(workdir))
-    file_id = col(tg, "file_id")
+    tiling = tilestore.read_tiling_config(tilestore.store_path(workdir))
+    file_id = tile_col("file_id")
     tsamp = manifest["tsamp_s"].to_numpy()[file_id]
     foff = manifest["foff_mhz"].to_numpy()[file_id]
     fch1 = manifest["fch1_mhz"].to_numpy()[file_id]
-    tiling = tilestore.read_tiling_config(tilestore.store_path(workdir))
-    tstart = col(tg, "tstart_mjd")
-    chan_start = col(tg, "chan_start")
-    peak = col(sg, "peak_chan").astype(np.float64)
-    centre = np.where(peak >= 0, peak, (tiling.tile_freq - 1) / 2.0)
+    width = tiling.tile_freq // sb
+    sub = np.tile(np.arange(sb), idx.size)
+    first_chan = tile_col("chan_start") + sub * width
+    edge_a, edge_b = fch1 + first_chan * foff, fch1 + (first_chan + width - 1) * foff
+    tstart = tile_col("tstart_mjd")
+    peak = band_col("peak_chan").astype(np.float64)
+    centre = np.where(peak >= 0, peak, sub * width + (width - 1) / 2.0)
     return pd.DataFrame({
-        "tile": idx,
+        "tile": np.repeat(idx, sb),
+        "subband": sub,
         "file_id": file_id,
-        "source_file": col(tg, "source_file").astype(object),
-        "source_name": col(tg, "source_name").astype(object),
-        "cadence_id": col(tg, "cadence_id").astype(object),
-        "scan_index": col(tg, "scan_index").astype(np.int64),
-        "on_source": col(tg, "on_source").astype(bool),
-        "freq_min_mhz": col(tg, "freq_min_mhz"),
-        "freq_max_mhz": col(tg, "freq_max_mhz"),
+        "source_file": tile_col("source_file").astype(object),
+        "source_name": tile_col("source_name").astype(object),
+        "cadence_id": tile_col("cadence_id").astype(object),
+        "scan_index": tile_col("scan_index").astype(np.int64),
+        "on_source": tile_col("on_source").astype(bool),
+        "freq_min_mhz": np.minimum(edge_a, edge_b),
+        "freq_max_mhz": np.maximum(edge_a, edge_b),
         "tstart_mjd": tstart,
         "tstop_mjd": tstart + tiling.tile_time * tsamp / 86400.0,
-        "score": col(sg, "score").astype(np.float64),
-        "recon_error": col(sg, "recon_error").astype(np.float64),
-        "z": col(sg, "z_score").astype(np.float64),
-        "p": col(sg, "p_value"),
-        "q": col(sg, "q_value"),
-        "flagged": col(sg, "flagged").astype(bool),
-        "drift_hz_s": drift_to_hz_s(col(sg, "drift_chan"), foff, tsamp),
-        "peak_freq_mhz": chan_to_freq_mhz(centre, fch1 + chan_start * foff, foff),
+        "score": band_col("score").astype(np.float64),
+        "recon_error": np.repeat(np.asarray(sg["recon_error"][:])[idx], sb),
+        "z": band_col("z_score").astype(np.float64),
+        "p": band_col("p_value"),
+        "q": band_col("q_value"),
+        "flagged": band_col("flagged").astype(bool),
+        "drift_hz_s": drift_to_hz_s(band_col("drift_chan"), foff, tsamp),
+        "peak_freq_mhz": chan_to_freq_mhz(centre, fch1 + tile_col("chan_start") * foff, foff),
     })
 
 
@@ -194,6 +214,8 @@ def region_pvalues(workdir: str, start: int, stop: int, q_report: float) -> dict
     """The :func:`score_region` result of an already scored region, read back from the store."""
     g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
     valid = np.asarray(zarr.open_group(str(tilestore.store_path(workdir)), mode="r")["valid"][start:stop], bool)
-    p = np.asarray(g["p_value"][start:stop])
-    keep = valid & (p <= q_report)
-    return {"start": start, "n_valid": int(valid.sum()), "kept_tile": start + np.flatnonzero(keep), "kept_p": p[keep]}
+    p = np.asarray(g["p_value"][start:stop])  # (n, S)
+    keep = valid[:, None] & (p <= q_report)
+    sb = p.shape[1]
+    return {"start": start, "n_valid": int(valid.sum()) * sb, "kept_tile": start * sb + np.flatnonzero(keep.ravel()),
+            "kept_p": p[keep]}

@@ -1,22 +1,25 @@
-"""The score store ``WORKDIR/scores.zarr`` (I/O): one row per tile of ``tiles.zarr``.
+"""The score store ``WORKDIR/scores.zarr`` (I/O): one row per tile of ``tiles.zarr``, by sub-band.
 
 Rows align with the tile store (same ``tile`` index, same chunking), so a scoring task that
 owns a chunk-aligned region of tiles writes exactly the same region here: retries and
 reruns rewrite the same bytes and never duplicate. Scores of another model version live in
 a store of their own (``scores.zarr`` is rewritten when the model changes).
 
-| variable | dtype | meaning |
-|---|---|---|
-| `recon_error` | float32 | the article's score: mean squared residual of the tile (model input units²) |
-| `score` | float32 | the anomaly score used for decisions (higher = more anomalous) |
-| `z_score` | float32 | (score - median of the null) / robust sigma of the null |
-| `p_value` | float64 | calibrated p-value of the score against held-out noise tiles (per band) |
-| `q_value` | float64 | Benjamini-Hochberg q-value over every valid tile of the archive |
-| `flagged` | bool | the tile passes the configured threshold rule |
-| `drift_chan` | float32 | drift of the best line track (channels per integration) |
-| `peak_chan` | int32 | channel offset within the tile where the best track starts |
-| `scored` | bool | a score was written (false for padding and invalid tiles) |
-| `model_version` | str | the model that produced the row |
+Dims ``(tile, subband)``: the line search reports the best track in each of ``subband``
+equal channel ranges of a tile, so one strong line cannot hide another in the same tile.
+
+| variable | dims | dtype | meaning |
+|---|---|---|---|
+| `recon_error` | tile | float32 | the article's score: mean squared residual of the tile (model input units²) |
+| `score` | tile, subband | float32 | the anomaly score used for decisions (higher = more anomalous) |
+| `z_score` | tile, subband | float32 | (score - centre of the null) / scale of the null |
+| `p_value` | tile, subband | float64 | calibrated p-value against held-out noise tiles (per frequency band) |
+| `q_value` | tile, subband | float64 | Benjamini-Hochberg q-value over the whole archive (NaN where p > q_report) |
+| `flagged` | tile, subband | bool | passes the configured threshold rule |
+| `drift_chan` | tile, subband | float32 | drift of the best line track (channels per integration) |
+| `peak_chan` | tile, subband | int32 | channel (in the tile) of the best track at the tile's middle integration |
+| `scored` | tile | bool | the row's region was scored (padding rows too; their scores stay NaN) |
+| `model_version` | tile | str | the model that produced the row |
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import zarr
 
 STORE_NAME = "scores.zarr"
 
+SUBBAND_VARS = ("score", "z_score", "p_value", "q_value", "flagged", "drift_chan", "peak_chan")
 SCORE_VARS: dict[str, tuple[object, object]] = {
     "recon_error": (np.float32, np.nan),
     "score": (np.float32, np.nan),
@@ -49,37 +53,45 @@ def store_path(workdir: str | os.PathLike) -> Path:
     return Path(workdir) / STORE_NAME
 
 
-def _lazy(n: int, dtype, fill, chunk: int):
+def _dims(name: str) -> tuple[str, ...]:
+    return ("tile", "subband") if name in SUBBAND_VARS else ("tile",)
+
+
+def _lazy(shape: tuple[int, ...], dtype, fill):
     if dtype is object:
-        return dsa.from_array(np.full(n, fill, dtype=np.dtypes.StringDType()), chunks=chunk)
-    return dsa.full((n,), fill, dtype=dtype, chunks=chunk)
+        return dsa.from_array(np.full(shape, fill, dtype=np.dtypes.StringDType()), chunks=-1)
+    return dsa.full(shape, fill, dtype=dtype, chunks=-1)
 
 
-def current_version(path: str | os.PathLike) -> str | None:
-    """Model version the store was made for (None when it does not exist)."""
+def current_key(path: str | os.PathLike) -> str | None:
+    """The (model version, score settings) key the store was made for; None when it does not exist."""
     if not (Path(path) / "zarr.json").exists():
         return None
-    return zarr.open_group(str(path), mode="r").attrs.get("model_version")
+    return zarr.open_group(str(path), mode="r").attrs.get("score_key")
 
 
-def ensure_template(path: str | os.PathLike, n_tiles: int, chunk_tiles: int, model_version: str,
-                    attrs: dict | None = None) -> bool:
-    """Create (or grow) the store for ``n_tiles`` rows; recreate it for a new model version.
+def ensure_template(path: str | os.PathLike, n_tiles: int, chunk_tiles: int, subbands: int, model_version: str,
+                    score_key: str, attrs: dict | None = None) -> bool:
+    """Create (or grow) the store for ``n_tiles`` rows; recreate it for another model or settings.
 
+    ``score_key`` identifies the model version and the scoring settings: rows scored under
+    the same key are kept (a resumed run does not redo them), any other key starts afresh.
     Returns True when the store was (re)created, i.e. every region must be scored.
     """
     path = Path(path)
-    if current_version(path) == model_version:
+    if current_key(path) == score_key:
         group = zarr.open_group(str(path), mode="r+")
         for name in SCORE_VARS:
             arr = group[name]
             if arr.shape[0] < n_tiles:
-                arr.resize((n_tiles,))
+                arr.resize((n_tiles, *arr.shape[1:]))
         return False
-    data = {name: ("tile", _lazy(n_tiles, dtype, fill, chunk_tiles)) for name, (dtype, fill) in SCORE_VARS.items()}
-    ds = xr.Dataset(data, attrs={**(attrs or {}), "model_version": model_version})
-    ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3,
-               encoding={name: {"chunks": (chunk_tiles,)} for name in SCORE_VARS})
+    shape = {"tile": n_tiles, "subband": subbands}
+    data = {name: (_dims(name), _lazy(tuple(shape[d] for d in _dims(name)), dtype, fill))
+            for name, (dtype, fill) in SCORE_VARS.items()}
+    ds = xr.Dataset(data, attrs={**(attrs or {}), "model_version": model_version, "score_key": score_key})
+    encoding = {name: {"chunks": (chunk_tiles, subbands)[: len(_dims(name))]} for name in SCORE_VARS}
+    ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
     return True
 
 
@@ -91,7 +103,7 @@ def write_region(path: str | os.PathLike, start: int, values: dict[str, np.ndarr
     unknown = set(values) - set(SCORE_VARS)
     if unknown:
         raise ValueError(f"not score variables: {sorted(unknown)}")
-    ds = xr.Dataset({k: ("tile", np.asarray(v, dtype=SCORE_VARS[k][0])) for k, v in values.items()})
+    ds = xr.Dataset({k: (_dims(k), np.asarray(v, dtype=SCORE_VARS[k][0])) for k, v in values.items()})
     ds.to_zarr(str(path), region={"tile": slice(start, start + n)}, mode="r+", consolidated=False)
 
 

@@ -71,10 +71,14 @@ class ScoreConfig:
     clip: float = 4.0  # clip of the standardised residual before summing (RFI robustness)
     min_track_frac: float = 0.25  # ignore tracks with fewer integrations inside the tile
     batch_size: int = 1024  # tiles per jitted call in score_tiles (one compiled shape)
+    fast_bin: int = 4  # channels summed for a second, coarser search (drifts up to max_drift * fast_bin); 1 = off
+    subbands: int = 4  # best track reported per sub-band of the tile, so a strong line cannot hide another
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "phases", tuple(float(p) for p in self.phases))
+        if self.fast_bin < 1 or self.subbands < 1:
+            raise ValueError("fast_bin and subbands must be >= 1")
         if self.score not in ("line", "mse"):
             raise ValueError(f"unknown score {self.score!r}; expected 'line' or 'mse'")
         if self.max_drift < 0 or self.clip <= 0 or not self.widths or min(self.widths) < 1:
@@ -84,7 +88,7 @@ class ScoreConfig:
 
 
 class TileScores(NamedTuple):
-    """Scores of ``N`` tiles (numpy arrays of length ``N``)."""
+    """Scores of ``N`` tiles: arrays ``(N,)``, or ``(N, S)`` with ``S = cfg.subbands > 1``."""
 
     score: np.ndarray  # float32 statistic (larger = more anomalous)
     drift: np.ndarray  # float32 best drift, channels / integration (NaN for "mse")
@@ -111,6 +115,14 @@ def mse_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array) -> jax.Array:
     """
     r = jnp.asarray(x_NxTxF, jnp.float32) - jnp.asarray(recon_NxTxF, jnp.float32)
     return jnp.mean(r * r, axis=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnames="subbands")
+def subband_mse(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, subbands: int) -> jax.Array:
+    """Mean squared residual of each of ``subbands`` equal channel ranges of each tile, ``(N, S)``."""
+    r = jnp.asarray(x_NxTxF, jnp.float32) - jnp.asarray(recon_NxTxF, jnp.float32)
+    n, t, f = r.shape
+    return jnp.mean((r * r).reshape(n, t, subbands, f // subbands), axis=(1, 3))
 
 
 # --------------------------------------------------------------------------- standardisation
@@ -228,28 +240,11 @@ def _dedoppler(z_NxTxF: jax.Array, plan: _TrackPlan, extra: int) -> jax.Array:
     return sums
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = ScoreConfig()):
-    """De-Doppler line statistic of the residual (see the module docstring).
-
-    Parameters
-    ----------
-    x_NxTxF, recon_NxTxF : array (N, T, F)
-        Input tiles and their reconstructions, in the same space.
-    cfg : ScoreConfig
-        Drift grid, widths, clip (static: one compilation per config and shape).
-
-    Returns
-    -------
-    tuple of jax.Array (N,)
-        ``(score, drift, chan, width)``: the max over tracks of
-        ``sum / sqrt(n_pixels)``, the best drift (channels / integration), the
-        best track's centre channel at the middle integration, its boxcar width.
-    """
-    n, t, f = x_NxTxF.shape
+def _search(z_NxTxF: jax.Array, cfg: ScoreConfig, subbands: int):
+    """Best track of a standardised residual per sub-band: (stat, drift, chan, width), each (N, S)."""
+    n, t, f = z_NxTxF.shape
     plan = _track_plan(t, f, cfg)
-    r = jnp.asarray(x_NxTxF, jnp.float32) - jnp.asarray(recon_NxTxF, jnp.float32)
-    z = jnp.clip(standardise_residual(r), -cfg.clip, cfg.clip)
+    z = jnp.clip(z_NxTxF, -cfg.clip, cfg.clip)
     wmax = max(cfg.widths)
     sums = _dedoppler(z, plan, wmax)  # (N, D, F + wmax)
     best = jnp.full(sums.shape[:2] + (f,), -jnp.inf, jnp.float32)  # (N, D, F)
@@ -265,18 +260,67 @@ def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = Sc
         box = jnp.where(valid, box_sum * norm.astype(np.float32), -jnp.inf)
         best_w = jnp.where(box > best, w, best_w)
         best = jnp.maximum(box, best)
-    # argmax in two small steps (a plain max over channels, then argmaxes over D and F)
-    per_drift = jnp.max(best, axis=2)  # (N, D)
-    di = jnp.argmax(per_drift, axis=1)
-    stat = jnp.take_along_axis(per_drift, di[:, None], axis=1)[:, 0]
-    row = jnp.take_along_axis(best, di[:, None, None], axis=1)[:, 0]  # (N, F)
-    ci = jnp.argmax(row, axis=1)
-    width = jnp.take_along_axis(
-        jnp.take_along_axis(best_w, di[:, None, None], axis=1)[:, 0], ci[:, None], axis=1
-    )[:, 0]
+    # per sub-band: a max over channels, then argmaxes over drifts and channels
+    d = best.shape[1]
+    fs = f // subbands
+    best_r = best.reshape(n, d, subbands, fs)
+    per_drift = jnp.max(best_r, axis=3)  # (N, D, S)
+    di = jnp.argmax(per_drift, axis=1)  # (N, S)
+    stat = jnp.take_along_axis(per_drift, di[:, None, :], axis=1)[:, 0]  # (N, S)
+    row = jnp.take_along_axis(best_r, di[:, None, :, None], axis=1)[:, 0]  # (N, S, fs)
+    ci = jnp.argmax(row, axis=2)  # (N, S)
+    w_row = jnp.take_along_axis(best_w.reshape(n, d, subbands, fs), di[:, None, :, None], axis=1)[:, 0]
+    width = jnp.take_along_axis(w_row, ci[..., None], axis=2)[..., 0]
     drift = jnp.asarray(plan.drifts, jnp.float32)[di]
     phase = jnp.asarray(plan.phases, jnp.float32)[di]
-    chan = ci.astype(jnp.float32) + phase + (width.astype(jnp.float32) - 1.0) / 2.0
+    chan = (ci + jnp.arange(subbands) * fs).astype(jnp.float32) + phase + (width.astype(jnp.float32) - 1.0) / 2.0
+    return stat, drift, chan, width
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = ScoreConfig()):
+    """De-Doppler line statistic of the residual (see the module docstring).
+
+    Two searches: at full resolution (drifts up to ``max_drift`` channels per integration),
+    and on the residual summed over ``fast_bin`` adjacent channels (re-standardised), which
+    reaches drifts up to ``max_drift * fast_bin`` at the same cost: a signal drifting that
+    fast is smeared over several channels per integration anyway. The tile's statistic is
+    the larger of the two.
+
+    Parameters
+    ----------
+    x_NxTxF, recon_NxTxF : array (N, T, F)
+        Input tiles and their reconstructions, in the same space.
+    cfg : ScoreConfig
+        Drift grid, widths, clip (static: one compilation per config and shape).
+
+    Returns
+    -------
+    tuple of jax.Array (N, S)
+        Per sub-band of ``F / subbands`` channels (a track belongs to the sub-band holding
+        its centre at the middle integration): ``(score, drift, chan, width)``, the max over
+        tracks of ``sum / sqrt(n_pixels)``, the best drift (channels / integration), the
+        best track's centre channel (in the tile) at the middle integration, its boxcar width.
+    """
+    n, t, f = x_NxTxF.shape
+    r = jnp.asarray(x_NxTxF, jnp.float32) - jnp.asarray(recon_NxTxF, jnp.float32)
+    # a broadband impulse lifts whole integrations: remove each integration's median level
+    # (a narrowband line holds a few channels of a row and hardly moves it)
+    r = r - jnp.median(r, axis=2, keepdims=True)
+    z = standardise_residual(r)
+    sb = cfg.subbands
+    if f % sb:
+        raise ValueError(f"{f} channels do not split into {sb} sub-bands")
+    stat, drift, chan, width = _search(z, cfg, sb)
+    b = cfg.fast_bin
+    if b > 1 and f % (b * sb) == 0 and f // b >= 2 * max(cfg.widths):
+        zb = standardise_residual(jnp.clip(z, -cfg.clip, cfg.clip).reshape(n, t, f // b, b).sum(axis=-1))
+        s2, d2, c2, w2 = _search(zb, cfg, sb)
+        better = s2 > stat
+        stat = jnp.where(better, s2, stat)
+        drift = jnp.where(better, d2 * b, drift)
+        chan = jnp.where(better, c2 * b + (b - 1) / 2.0, chan)
+        width = jnp.where(better, w2 * b, width)
     return stat, drift, chan, width
 
 
@@ -303,10 +347,12 @@ def score_tiles(x_NxTxF, recon_NxTxF, cfg: ScoreConfig = ScoreConfig()) -> TileS
     if x.shape != recon.shape or x.ndim != 3:
         raise ValueError(f"tiles {x.shape} and reconstructions {recon.shape} must both be (N, T, F)")
     n = x.shape[0]
+    squeeze = (lambda a: a[:, 0]) if cfg.subbands == 1 else (lambda a: a)  # noqa: E731
     if cfg.score == "mse":
-        score = np.asarray(mse_score(x, recon)) if n else np.zeros(0, np.float32)
-        nan = np.full(n, np.nan, np.float32)
-        return TileScores(score.astype(np.float32), nan, nan.copy(), np.zeros(n, np.int32))
+        score = np.asarray(subband_mse(x, recon, cfg.subbands)) if n else np.zeros((0, cfg.subbands), np.float32)
+        nan = np.full(score.shape, np.nan, np.float32)
+        return TileScores(*(squeeze(a) for a in (score.astype(np.float32), nan, nan.copy(),
+                                                  np.zeros(score.shape, np.int32))))
     bs = max(1, min(cfg.batch_size, n))
     parts = []
     for start in range(0, n, bs):
@@ -318,10 +364,10 @@ def score_tiles(x_NxTxF, recon_NxTxF, cfg: ScoreConfig = ScoreConfig()) -> TileS
         out = line_score(xb, rb, cfg)
         parts.append([np.asarray(a)[: bs - short] for a in out])
     if not parts:
-        empty = np.zeros(0, np.float32)
-        return TileScores(empty, empty.copy(), empty.copy(), np.zeros(0, np.int32))
+        empty = np.zeros((0, cfg.subbands), np.float32)
+        return TileScores(*(squeeze(a) for a in (empty, empty.copy(), empty.copy(), empty.astype(np.int32))))
     score, drift, chan, width = (np.concatenate(p) for p in zip(*parts))
-    return TileScores(score, drift, chan, width.astype(np.int32))
+    return TileScores(squeeze(score), squeeze(drift), squeeze(chan), squeeze(width.astype(np.int32)))
 
 
 # --------------------------------------------------------------------------- unit conversions

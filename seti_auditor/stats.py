@@ -43,14 +43,14 @@ class ThresholdConfig:
     alpha: float = 1e-3  # per-tile false alarm probability for "empirical"
     k: float = 5.0  # sigmas above the null centre for "article" / "robust"
     min_null_per_band: int = 200  # below this many band null scores, use the pooled null
-    tail: str = "exponential"  # "exponential": extrapolate the p-value tail; "none": purely empirical
+    tail: str = "gumbel"  # "gumbel": parametric null fitted to the null's bulk; "exponential": empirical + tail fit; "none"
     tail_frac: float = 0.05  # fraction of null scores above the tail-fit threshold
     tail_min_count: int = 10  # use the tail fit where fewer null scores reach s
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {_METHODS}")
-        if self.tail not in ("exponential", "none"):
+        if self.tail not in ("exponential", "none", "gumbel"):
             raise ValueError(f"unknown tail {self.tail!r}")
         if not (0 < self.q < 1 and 0 < self.alpha < 1 and 0 < self.tail_frac < 1):
             raise ValueError(f"invalid ThresholdConfig {self}")
@@ -89,6 +89,42 @@ def _exponential_tail(null: np.ndarray, tail_frac: float) -> tuple[float, float,
     if not np.isfinite(beta) or beta <= 0:
         return None
     return u, beta, n_tail / (null.size + 1)
+
+
+GUMBEL_LEVELS = np.linspace(0.05, 0.75, 15)  # null quantiles the Gumbel fit uses (the bulk only)
+
+
+def gumbel_fit(null: np.ndarray, levels: np.ndarray = GUMBEL_LEVELS) -> tuple[float, float]:
+    """Location and scale of a Gumbel fitted to the bulk of the null scores.
+
+    A least-squares line through the quantile function ``s_q = mu - beta * ln(-ln q)`` at
+    ``levels``. Only the bulk is used, so a few signals or RFI tiles hiding in the null
+    sample (the upper tail) do not move the fit: an empirical null in the sense of Efron.
+    """
+    x = -np.log(-np.log(levels))
+    y = np.quantile(np.asarray(null, np.float64), levels)
+    beta, mu = np.polyfit(x, y, 1)
+    if not np.isfinite(beta) or beta <= 0:
+        raise ValueError("null scores have no spread: cannot fit a Gumbel null")
+    return float(mu), float(beta)
+
+
+def gumbel_pvalues(scores: np.ndarray, null_scores: np.ndarray) -> np.ndarray:
+    """Upper-tail p-values from a Gumbel fitted to the bulk of the null (see :func:`gumbel_fit`).
+
+    The line statistic is a maximum over many (correlated) unit-normal track sums, whose
+    distribution is Gumbel-like; the true tail of such a maximum falls faster than the
+    Gumbel's exponential, so the extrapolated p-values err on the large (conservative) side.
+    NaN gives p = 1.
+    """
+    null = np.asarray(null_scores, np.float64)
+    null = null[np.isfinite(null)]
+    if null.size < 10:
+        raise ValueError(f"{null.size} finite null scores: too few to fit a Gumbel null")
+    mu, beta = gumbel_fit(null)
+    s = np.asarray(scores, np.float64)
+    p = -np.expm1(-np.exp(-(s - mu) / beta))
+    return np.where(np.isfinite(s), np.clip(p, 1e-300, 1.0), 1.0)
 
 
 def empirical_pvalues(
@@ -201,9 +237,10 @@ def _as_bands(bands, n: int) -> np.ndarray:
 
 def _calibrate_band(s, null, cfg, robust_z):
     """p and z of one band's scores against one null, and the band's score threshold."""
-    p = empirical_pvalues(
-        s, null, tail=cfg.tail, tail_frac=cfg.tail_frac, tail_min_count=cfg.tail_min_count
-    )
+    if cfg.tail == "gumbel":
+        p = gumbel_pvalues(s, null)
+    else:
+        p = empirical_pvalues(s, null, tail=cfg.tail, tail_frac=cfg.tail_frac, tail_min_count=cfg.tail_min_count)
     z = zscores(s, null, robust=robust_z)
     centre, scale = _centre_scale(null, robust=robust_z)
     info = {"n_null": int(null.size), "centre": centre, "scale": scale}

@@ -41,7 +41,10 @@ def _cadence(cid, flagged_by_scan, drift=0.0, first_file=0):
     return rows
 
 
-def _run(rows, cfg=CadenceConfig()):
+TILE_MATCH = CadenceConfig(match="tile")  # the synthetic peaks sit at tile centres, not on the lines
+
+
+def _run(rows, cfg=TILE_MATCH):
     return cadence_test(pd.DataFrame(rows), cfg)
 
 
@@ -68,7 +71,7 @@ def test_event_in_neighbouring_off_is_rfi_but_far_off_is_not():
     assert cand.empty and set(rfi["reason"]) == {"in_off", "off_scan"}
     cand, rfi, _ = _run(_cadence("c1", {0: [1], 5: [1]}))  # scan 5 is not next to scan 0
     assert len(cand) == 1 and cand["n_on_scans"].iloc[0] == 1
-    cand, rfi, _ = _run(_cadence("c1", {0: [1], 5: [1]}), CadenceConfig(off_scope="all"))
+    cand, rfi, _ = _run(_cadence("c1", {0: [1], 5: [1]}), CadenceConfig(match="tile", off_scope="all"))
     assert cand.empty
 
 
@@ -106,9 +109,28 @@ def test_empty_and_deterministic():
     rows += _file_rows(40, -1, "", [1, 2], tile_base=400, on=False)
     a = _run(rows)
     shuffled = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
-    b = cadence_test(shuffled)
+    b = cadence_test(shuffled, TILE_MATCH)
     for x, y in zip(a, b):
         pd.testing.assert_frame_equal(x, y)
     none = _run(_cadence("c1", {}))
     assert all(df.empty for df in none)
     assert list(none[1].columns) == list(EVENT_COLUMNS) + ["reason"]
+
+
+def test_line_matching_ignores_another_line_in_the_same_tile():
+    """A strong line elsewhere in the OFF scans' tile vetoes only when it is on the carried track."""
+    rows = _cadence("c1", {0: [2], 1: [2], 2: [2], 3: [2], 4: [2], 5: [2]}, drift=0.0)
+    frame = pd.DataFrame(rows)
+    on = frame["on_source"] & frame["flagged"]
+    frame.loc[on, "peak_freq_mhz"] = F0_MHZ + 2 * TILE_MHZ + 0.0001  # the signal, 100 Hz into tile 2
+    frame.loc[~frame["on_source"] & frame["flagged"], "peak_freq_mhz"] = F0_MHZ + 2 * TILE_MHZ + 0.0008  # RFI
+    cand, rfi, _ = cadence_test(frame, CadenceConfig(min_on_scans=2))
+    assert len(cand) == 3 and set(cand["n_on_scans"]) == {3}
+    assert set(rfi["reason"]) == {"off_scan"}
+    # the same frame judged by whole tiles: the RFI shares the tile, so everything is RFI
+    cand, rfi, _ = cadence_test(frame, TILE_MATCH)
+    assert cand.empty
+    # an OFF line on the track does veto
+    frame.loc[~frame["on_source"] & frame["flagged"], "peak_freq_mhz"] = F0_MHZ + 2 * TILE_MHZ + 0.0001
+    cand, rfi, _ = cadence_test(frame, CadenceConfig())
+    assert cand.empty and {"all_scans", "off_scan"} <= set(rfi["reason"])

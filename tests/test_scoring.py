@@ -12,8 +12,8 @@ from seti_auditor.scoring import (
 )
 
 T, F = 16, 256
-LINE = ScoreConfig()
-MSE = ScoreConfig(score="mse")
+LINE = ScoreConfig(subbands=1)  # one best track per tile: the statistic itself
+MSE = ScoreConfig(score="mse", subbands=1)
 
 
 def _noise(rng, n, t=T, f=F):
@@ -68,11 +68,11 @@ def test_square_tiles_and_batching():
     x = _noise(rng, 5, 64, 64)
     t = np.arange(64)
     x[1, t, np.floor(20.0 + 0.25 * t).astype(int)] += 2.0
-    cfg = ScoreConfig(batch_size=2)  # 3 batches, the last zero-padded
+    cfg = ScoreConfig(batch_size=2, subbands=1)  # 3 batches, the last zero-padded
     s = score_tiles(x, np.zeros_like(x), cfg)
     assert s.score.shape == (5,) and np.argmax(s.score) == 1
     assert abs(s.drift[1] - 0.25) < 0.05
-    np.testing.assert_allclose(s.score, score_tiles(x, np.zeros_like(x), ScoreConfig()).score, rtol=1e-5)
+    np.testing.assert_allclose(s.score, score_tiles(x, np.zeros_like(x), LINE).score, rtol=1e-5)
 
 
 def test_clip_bounds_rfi_pixels():
@@ -115,3 +115,16 @@ def test_config_validation():
         ScoreConfig(score="nope")
     with pytest.raises(ValueError):
         ScoreConfig(widths=())
+
+
+def test_subbands_report_a_weak_line_beside_a_strong_one():
+    """A strong line cannot hide a weaker one in another sub-band of the same tile."""
+    rng = np.random.default_rng(8)
+    x = _noise(rng, 1)
+    x[0, :, 40] += 20.0  # strong zero-drift RFI in sub-band 0
+    for t in range(T):  # a weaker drifting line in sub-band 2
+        x[0, t, 140 + t] += 3.0
+    s = score_tiles(x, np.zeros_like(x), ScoreConfig(subbands=4))
+    assert s.score.shape == (1, 4)
+    assert s.score[0, 0] > s.score[0, 2] > 8.0 > s.score[0, 1]
+    assert abs(s.drift[0, 2] - 1.0) < 0.2 and abs(s.chan[0, 2] - 147.5) < 2

@@ -105,3 +105,23 @@ def test_decide_flags_strong_outliers(method):
     assert dec.flagged[-5:].all()
     assert dec.flagged[:-5].sum() <= 2
     assert np.all((dec.q >= dec.p) & (dec.q <= 1))
+
+
+def test_gumbel_null_of_the_line_score_is_calibrated():
+    """p-values of noise tiles' line scores, from a Gumbel fitted to other noise tiles, are uniform
+    in the bulk and never too small in the tail (conservative), even with RFI in the null sample."""
+    from scipy import stats as sps
+
+    from seti_auditor.scoring import ScoreConfig, line_score
+    from seti_auditor.stats import gumbel_pvalues
+
+    rng = np.random.default_rng(11)
+    tiles = rng.standard_normal((3072, 16, 256)).astype(np.float32)
+    zero = np.zeros_like(tiles[:1024])
+    scores = np.concatenate([np.asarray(line_score(tiles[i:i + 1024], zero, ScoreConfig())[0]) for i in (0, 1024, 2048)])
+    null, test = scores[:1536].copy(), scores[1536:]
+    null[:30] += 20.0  # 2% of the null sample are RFI tiles: the bulk fit ignores them
+    p = gumbel_pvalues(test, null)
+    assert sps.kstest(p[p > 0.05], sps.uniform(0.05, 0.95).cdf).pvalue > 0.001
+    for level in (0.01, 0.002):
+        assert (p < level).mean() <= 2.5 * level + 0.002

@@ -75,6 +75,7 @@ def test_zarr_batches_stream_deterministically(tmp_path):
     assert all(np.array_equal(a.index_N, b.index_N) for a, b in zip(e1[5:], tail))
     # a shuffle window of 2 chunks: the first batch comes from at most 2 store chunks
     assert np.unique(e0[0].index_N // CHUNK).size <= 2
+    assert src.max_cached_chunks <= 4  # at most two shuffle windows (2 chunks each) at a window boundary
     ordered = ZarrBatches(store, idx[:7], 3, shuffle_seed=None, drop_remainder=False)
     assert [b.index_N.tolist() for b in ordered.batches(0)] == [[0, 1, 2], [3, 4, 5], [6]]
 
@@ -109,3 +110,26 @@ def test_calibrate_scores():
     assert Calibration.from_dict(cal.to_dict()) == cal
     with pytest.raises(FloatingPointError):
         calibrate_scores([1.0, np.nan, 2.0])
+
+
+def test_fit_streams_from_store_and_records_selection(tmp_path):
+    from vae import checkpoint, train
+    from vae.calibrate import calibrate
+    from vae.config import TrainConfig, preset
+
+    store = make_store(str(tmp_path / "tiles.zarr"))
+    train_sel, hold_sel = select_training_tiles(store, holdout_fraction=0.2)
+    src = ZarrBatches(store, train_sel, 4, shuffle_seed=0)
+    cfg = preset("default", (T, F), channels=(2, 2, 2), latent=2)
+    seen = []
+    res = train.fit(src, cfg, TrainConfig(batch_size=4, epochs=2, seed=0), checkpoint_dir=str(tmp_path / "ck"),
+                    on_epoch=lambda e, m: seen.append((e, m["loss"])))
+    assert [e for e, _ in seen] == [0, 1] and res.selection is train_sel
+    assert res.steps == 2 * (len(train_sel) // 4)
+    cal = calibrate(res.model, cfg, ZarrBatches(store, hold_sel, 4, shuffle_seed=None, drop_remainder=False))
+    assert cal.n == len(hold_sel)
+    version = checkpoint.save_model(tmp_path / "model", res.model, cfg, selection=train_sel, calibration=cal)
+    _, _, meta = checkpoint.load_model(tmp_path / "model")
+    assert meta["model_version"] == version and meta["selection"]["digest"] == train_sel.digest
+    np.testing.assert_array_equal(meta["selection"]["indices"], train_sel.indices)
+    assert meta["selection"]["rule"]["counts"]["train"] == len(train_sel)

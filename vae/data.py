@@ -120,7 +120,8 @@ class ZarrBatches:
     Each epoch permutes the store chunks that hold selected tiles (seeded by
     ``(shuffle_seed, epoch)``), reads them ``window`` at a time and shuffles the tiles within
     a window. A background thread reads and assembles up to ``prefetch`` batches ahead;
-    a chunk is dropped as soon as no later batch needs it. ``shuffle_seed=None`` keeps store
+    a chunk is dropped as soon as no later batch needs it, so at most ``2 * window`` chunks
+    are held (at a window boundary). ``shuffle_seed=None`` keeps store
     order (for calibration and scoring; use ``drop_remainder=False`` there). Iterating the
     object runs the next epoch (0, 1, ...); :meth:`batches` runs a given one.
     """
@@ -139,6 +140,7 @@ class ZarrBatches:
         if self.indices.size and (self.indices[0] < 0 or self.indices[-1] >= arr.shape[0]):
             raise IndexError(f"{self.store_path}: tile indices outside 0..{arr.shape[0] - 1}")
         self._next_epoch = 0
+        self.max_cached_chunks = 0  # high-water mark of chunks held by the reader (memory bound check)
 
     def _array(self):
         return zarr.open_group(self.store_path, mode="r")["tiles"]
@@ -203,6 +205,7 @@ class ZarrBatches:
                     c = int(c)
                     if c not in cache:
                         cache[c] = np.asarray(arr[c * ct:min((c + 1) * ct, arr.shape[0])], dtype=np.float32)
+                self.max_cached_chunks = max(self.max_cached_chunks, len(cache))
                 tiles = np.stack([cache[int(c)][int(i - c * ct)] for i, c in zip(ix, chunks)])
                 for c in [c for c in cache if last_use[c] <= b]:
                     del cache[c]

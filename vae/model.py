@@ -12,6 +12,7 @@ Layout: tiles are ``N x T x F`` (time, frequency); the network works channels-la
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 
@@ -201,20 +202,56 @@ def loss_terms(model: VAE, x_NxTxF, key):
     return loss, {"loss": loss, "recon": rec, "kl": kl, "mse": jnp.mean(sq_N) / (x_NxTxF.shape[1] * x_NxTxF.shape[2])}
 
 
-@nnx.jit
-def reconstruct(model: VAE, tiles_NxTxF):
-    """Store tiles -> reconstruction from the latent mean, in the transformed input space."""
-    x = transform_input(model.cfg, tiles_NxTxF)
-    mean, _ = model.encode(x)
-    return model.decode(mean)
+def _default_microbatch() -> int:
+    """Tiles per inner step when scoring: 128 on CPUs (cache-sized: ~2x faster than one big
+    batch of 1024 here), the whole batch on accelerators."""
+    return 128 if jax.default_backend() == "cpu" else 0
 
 
-@nnx.jit
-def mse_score(model: VAE, tiles_NxTxF):
+def _microbatched(fn, tiles_NxTxF, mb: int):
+    """``fn`` over slices of ``mb`` tiles with ``lax.map`` (padding the last), concatenated."""
+    n = tiles_NxTxF.shape[0]
+    if not mb or n <= mb:
+        return fn(tiles_NxTxF)
+    k = -(-n // mb)
+    t = jnp.pad(tiles_NxTxF, ((0, k * mb - n),) + ((0, 0),) * (tiles_NxTxF.ndim - 1))
+    out = jax.lax.map(fn, t.reshape(k, mb, *tiles_NxTxF.shape[1:]))
+    return out.reshape(k * mb, *out.shape[2:])[:n]
+
+
+@functools.partial(nnx.jit, static_argnames="microbatch")
+def _reconstruct(model: VAE, tiles_NxTxF, microbatch: int):
+    def fn(t):
+        mean, _ = model.encode(transform_input(model.cfg, t))
+        return model.decode(mean)
+
+    return _microbatched(fn, tiles_NxTxF, microbatch)
+
+
+@functools.partial(nnx.jit, static_argnames="microbatch")
+def _mse_score(model: VAE, tiles_NxTxF, microbatch: int):
+    def fn(t):
+        x = transform_input(model.cfg, t)
+        mean, _ = model.encode(x)
+        return jnp.mean(jnp.square(x - model.decode(mean)), axis=(1, 2))
+
+    return _microbatched(fn, tiles_NxTxF, microbatch)
+
+
+def reconstruct(model: VAE, tiles_NxTxF, *, microbatch: int | None = None):
+    """Store tiles -> reconstruction from the latent mean, in the transformed input space.
+
+    Jitted (once per batch shape); ``microbatch`` tiles are processed per inner step
+    (default: 128 on CPUs, all at once on accelerators).
+    """
+    mb = _default_microbatch() if microbatch is None else int(microbatch)
+    return _reconstruct(model, jnp.asarray(tiles_NxTxF, jnp.float32), mb)
+
+
+def mse_score(model: VAE, tiles_NxTxF, *, microbatch: int | None = None):
     """Per-tile mean squared residual ``transform_input - reconstruct`` (the default score)."""
-    x = transform_input(model.cfg, tiles_NxTxF)
-    mean, _ = model.encode(x)
-    return jnp.mean(jnp.square(x - model.decode(mean)), axis=(1, 2))
+    mb = _default_microbatch() if microbatch is None else int(microbatch)
+    return _mse_score(model, jnp.asarray(tiles_NxTxF, jnp.float32), mb)
 
 
 def model_version(cfg: VAEConfig, model: VAE) -> str:

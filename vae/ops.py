@@ -1,23 +1,36 @@
-"""Convolutions that train fast on CPUs, with the same maths as ``lax``.
+"""Convolutions that train fast on CPUs, with exactly the maths of ``lax``.
 
-XLA's CPU backend computes some convolution gradients very slowly: the weight gradient
-of a transposed (input-dilated) convolution took ~75x its forward pass here (a 3x3,
-stride-2, 64->32 ``nnx.ConvTranspose`` at batch 128: 0.48 s forward, 36 s forward +
-backward). This module provides:
+XLA's CPU backend computes the gradients of a transposed (input-dilated) convolution very
+slowly: a 3x3, stride-2, 64->32 ``nnx.ConvTranspose`` at batch 128 took 0.48 s forward and
+36 s forward + backward here, which made the article's model train at ~4 tiles/s. Measured
+on this 2-core machine (batch 128, forward + backward, ms; see benchmarks/vae.py):
 
-* :func:`conv2d` - a SAME-padded strided convolution. ``impl="xla"`` is plain
-  ``lax.conv_general_dilated``; ``impl="tapmm"`` keeps XLA's forward pass and input
-  gradient but computes the weight gradient as one matrix product per kernel tap
-  (``x_tap^T @ g``) in a ``jax.custom_vjp``.
-* :func:`conv_transpose2d` - exactly ``lax.conv_transpose(..., padding="SAME")`` (what
-  ``flax.nnx.ConvTranspose`` computes) decomposed into ``s_h * s_w`` stride-1
-  convolutions on the *low-resolution* input, one per output phase, interleaved by
-  :func:`depth_to_space`. It never convolves the zero-dilated input, so it does 1/(s_h
-  s_w) of the multiply-adds and its gradients are ordinary stride-1 convolution
-  gradients.
+====================================  =========  =======  =======  ========
+layer (article model)                 lax        phase    gemm     tapmm
+====================================  =========  =======  =======  ========
+ConvT 64->64, 16x16 -> 32x32          6,190      400      210      420
+ConvT 64->32, 32x32 -> 64x64          36,400     820      450      720
+ConvT 32->1, 64x64 (stride 1)         540        970      90       1,600
+Conv 32->64 stride 2 (encoder)        140        -        -        160
+====================================  =========  =======  =======  ========
+
+Functions (channels-last: ``x_NxHxWxC``, kernels ``w_KHxKWxCxO``, HWIO):
+
+* :func:`conv_transpose2d` - ``lax.conv_transpose(..., padding="SAME")`` (what
+  ``flax.nnx.ConvTranspose`` computes), by ``impl``: ``"gemm"`` (default) one matrix product
+  ``x @ w`` giving every input pixel's contribution to its ``kh*kw`` output taps, then a
+  shift-add per output phase ("col2im"): minimal multiply-adds, and all three passes are
+  large matrix products; ``"xla"`` / ``"tapmm"`` decompose it into ``s_h*s_w`` stride-1
+  convolutions of the low-resolution input, one per output phase, interleaved by
+  :func:`depth_to_space`; ``"lax"`` is ``lax.conv_transpose`` itself (the reference).
+* :func:`conv2d` - SAME-padded strided convolution: ``"xla"`` is ``lax.conv_general_dilated``;
+  ``"tapmm"`` keeps XLA's forward pass and input gradient but computes the weight gradient
+  as one matrix product per kernel tap in a ``jax.custom_vjp`` (STACK_NOTES reported XLA's
+  weight gradients ~20x slow; with jax 0.10.2 here, XLA's own was as fast or faster for
+  ordinary convolutions, so the default keeps XLA for them).
 * :func:`depth_to_space` - the sub-pixel shuffle used by the lean decoder.
 
-Arrays are channels-last: ``x_NxHxWxC``, kernels ``w_KHxKWxCxO`` (HWIO).
+All variants are tested equal to ``lax`` in values and gradients (tests/test_vae_model.py).
 """
 
 from __future__ import annotations

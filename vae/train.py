@@ -191,25 +191,36 @@ def fit(source, vae_cfg: VAEConfig, train_cfg: TrainConfig, *, checkpoint_dir: s
             start = step - epoch * spe
             sums: dict[str, float] = {}
             n_steps, n_tiles, t_epoch = 0, 0, time.perf_counter()
-            for b, batch in enumerate(source.batches(epoch, start=start)):
-                state, metrics = compiled(state, put(batch.tiles_NxTxF))
-                metrics = jax.device_get(metrics)
+            pending = None  # the last dispatched step, checked while the next one runs
+
+            def finish(p) -> None:
+                nonlocal n_steps, n_tiles, saved
+                p_state, p_metrics, p_batch, p_b, p_step = p
+                metrics = jax.device_get(p_metrics)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
-                    ix = np.asarray(batch.index_N)
+                    ix = np.asarray(p_batch.index_N)
                     raise FloatingPointError(
-                        f"non-finite loss {loss} at step {step} (epoch {epoch}, batch {start + b}, "
+                        f"non-finite loss {loss} at step {p_step} (epoch {epoch}, batch {start + p_b}, "
                         f"tiles {ix.min() if ix.size else '-'}..{ix.max() if ix.size else '-'} of the source)")
-                step += 1
                 n_steps += 1
-                n_tiles += len(batch.tiles_NxTxF)
+                n_tiles += len(p_batch.tiles_NxTxF)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-                if ckpt is not None and step % train_cfg.checkpoint_every == 0:
-                    ckpt.save(step, state)
-                    saved = step
+                if ckpt is not None and (p_step + 1) % train_cfg.checkpoint_every == 0:
+                    ckpt.save(p_step + 1, p_state)
+                    saved = p_step + 1
+
+            for b, batch in enumerate(source.batches(epoch, start=start)):
+                state, metrics = compiled(state, put(batch.tiles_NxTxF))  # dispatched asynchronously
+                if pending is not None:
+                    finish(pending)
+                pending = (state, metrics, batch, b, step)
+                step += 1
                 if step >= stop_at:
                     break
+            if pending is not None:
+                finish(pending)
             if start + n_steps < spe:  # stopped inside the epoch (max_steps)
                 break
             dt = time.perf_counter() - t_epoch
