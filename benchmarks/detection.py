@@ -195,7 +195,7 @@ def stage_times(log_text: str) -> dict:
             continue
         h, mi, s, ms, msg = m.groups()
         t = int(h) * 3600 + int(mi) * 60 + int(s) + int(ms) / 1000.0
-        b = re.search(r"Beginning (?:subflow )?run '([^']+)' for flow '([^']+)'", msg)
+        b = re.search(r"Beginning (?:sub)?flow run '([^']+)' for flow '([^']+)'", msg)
         if b:
             starts[b.group(1)] = (b.group(2), t)
             continue
@@ -425,6 +425,19 @@ def print_report(res: dict) -> None:
                 print("  " + json.dumps(r, default=_json_default))
 
 
+def _clean(o):
+    """NaN/inf -> None (strict JSON), numpy scalars -> Python, recursively."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (np.integer, np.floating, np.bool_)):
+        o = o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    return o
+
+
 def _json_default(o):
     if isinstance(o, (np.integer, np.floating, np.bool_)):
         return o.item()
@@ -513,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                              "stages": stages, "startup": startup}
         res["rescore_same_catalog"] = same
         if args.json:
-            print(json.dumps(res, default=_json_default))
+            print(json.dumps(_clean(res), default=_json_default, allow_nan=False))
         else:
             print_report(res)
             if args.keep:

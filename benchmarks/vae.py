@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128, help="training batch")
     p.add_argument("--score-batch", type=int, default=1024, help="scoring batch")
     p.add_argument("--score-reps", type=int, default=4, help="timed scoring batches")
-    p.add_argument("--ref-steps", type=int, default=2, help="timed steps of the plain reference")
+    p.add_argument("--ref-steps", type=int, default=None,
+                   help="timed steps of the plain reference (2 article: ~30 s each; --steps default)")
     p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the plain reference")
     p.add_argument("--impl", choices=["gemm", "phase", "tapmm", "xla"], default=None, help="override conv_impl")
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (accelerators)")
@@ -189,6 +190,8 @@ def main(argv=None) -> int:
         args.tile = "64x64" if args.preset == "article" else "16x256"
     if args.steps is None:
         args.steps = 8 if args.preset == "article" else 40
+    if args.ref_steps is None:
+        args.ref_steps = 2 if args.preset == "article" else args.steps
     out = run(args)
     print(json.dumps(out) if args.json else json.dumps(out, indent=1))
     sys.stdout.flush()

@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # the first run in a fresh PREFECT_HOME migrates a database before the API answers
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own config, read at import
     args = build_parser().parse_args(argv)
+    logging.getLogger("prefect.task_runner.dask").setLevel(logging.WARNING)
     return COMMANDS[args.command](args)
 
 

@@ -59,7 +59,7 @@ def _local_kwargs(cfg: ClusterConfig, processes: bool) -> dict:
         "n_workers": cfg.workers or max(1, os.cpu_count() or 1),
         "threads_per_worker": cfg.threads_per_worker,
         "processes": processes,
-        "dashboard_address": None,
+        "dashboard_address": ":0",  # a free port: several runs may share a machine
     }
 
 

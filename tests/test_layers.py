@@ -12,11 +12,12 @@ PURE = [
     "seti_auditor/tiling.py", "seti_auditor/synth.py", "seti_auditor/cadence.py",
     "seti_auditor/scoring.py", "seti_auditor/stats.py", "seti_auditor/cadence_test.py",
     "vae/config.py", "vae/model.py", "vae/loss.py", "vae/train.py", "vae/ops.py", "vae/parallel.py",
-    "vae/calibrate.py",
+    "vae/calibrate.py", "vae/batches.py", "seti_auditor/audit.py",
 ]
 IO = ["seti_auditor/formats/__init__.py", "seti_auditor/formats/filterbank.py", "seti_auditor/formats/bl_h5.py",
       "seti_auditor/tilestore.py", "seti_auditor/ingest.py", "seti_auditor/archive.py", "seti_auditor/catalog.py",
-      "vae/data.py", "vae/checkpoint.py"]
+      "vae/data.py", "vae/checkpoint.py", "seti_auditor/training.py", "seti_auditor/modeldir.py",
+      "seti_auditor/scorestore.py", "seti_auditor/score_archive.py", "seti_auditor/plots.py", "seti_auditor/workdir.py"]
 
 
 def _imports(path: Path) -> set[str]:
