@@ -54,10 +54,10 @@ how many times longer the pipeline takes than just reading the bytes.
 
 Usage::
 
-    python benchmarks/detection.py            # 8 cadences x 65536 channels (~200 MB), ~8 min on 2 cores
-    python benchmarks/detection.py --quick    # 3 cadences x 32768 channels, ~3 min
+    python benchmarks/detection.py            # 8 cadences x 65536 channels (178 MB), ~5 min on 2 cores
+    python benchmarks/detection.py --quick    # 3 cadences x 32768 channels (35 MB), ~2.5 min
     python benchmarks/detection.py --json     # one JSON line with every figure
-    python benchmarks/detection.py --cadences 24 --workdir /scratch --keep
+    python benchmarks/detection.py --cadences 48 --workdir /scratch --keep   # ~1 GB, ~15 min
 
 Everything is written under a temporary directory (``--workdir`` chooses its parent; never
 the repository) and removed at the end unless ``--keep``.
@@ -374,9 +374,11 @@ def print_report(res: dict) -> None:
     line("false per GB", lambda n: f"{res[n]['eval']['false_per_gb']:.2f}")
     line("RFI events leaked", lambda n: f"{len(res[n]['eval']['rfi_leaked'])}/{res[n]['eval']['n_rfi_events']}")
     line("RFI line shares ETI tile", lambda n: f"{res[n]['eval']['n_rfi_shared_tile']}")
-    line("catalog RFI / rejected", lambda n: f"{res[n]['eval']['n_catalog_rfi']} / {res[n]['eval']['n_catalog_rejected']}")
-    line("score flow (s, Prefect)", lambda n: "-" if res[n].get("score_flow_s") is None else f"{res[n]['score_flow_s']:.1f}")
-    line("`score` CLI wall (s)", lambda n: "-" if res[n].get("score_wall_s") is None else f"{res[n]['score_wall_s']:.1f}")
+    line("catalog RFI / rejected",
+         lambda n: f"{res[n]['eval']['n_catalog_rfi']} / {res[n]['eval']['n_catalog_rejected']}")
+    secs = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    line("score flow (s, Prefect)", lambda n: secs(res[n].get("score_flow_s")))
+    line("`score` CLI wall (s)", lambda n: secs(res[n].get("score_wall_s")))
     print("\ntargets (per-ON-scan recall)   ours               baseline")
     for key, goal in (("recall_snr_ge_25", ">= 0.95"), ("recall_snr_12_16", ">= 0.80"),
                       ("false_per_gb", "<= 1"), ("rfi_leaked", "== 0")):
@@ -449,13 +451,14 @@ def _json_default(o):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="3 cadences x 32768 channels (~3 min)")
+    p.add_argument("--quick", action="store_true", help="3 cadences x 32768 channels, no timed rescore (~2.5 min)")
     p.add_argument("--cadences", type=int, help="ABACAD cadences (default 8; --quick 3)")
     p.add_argument("--nfpc", type=int, help="fine channels per coarse channel (default 16384; --quick 8192)")
     p.add_argument("--n-coarse", type=int, default=4, help="coarse channels per file (default 4)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tol-hz", type=float, default=1000.0, help="frequency tolerance of a match (Hz)")
-    p.add_argument("--no-rescore", action="store_true", help="skip the timed re-run of our score flow (--quick: skipped)")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="skip the timed re-run of our score flow (--quick skips it too)")
     p.add_argument("--workdir", help="parent of the temporary directory (never inside the repository)")
     p.add_argument("--keep", action="store_true", help="keep the archive and the work directory")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of the tables")
@@ -491,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         cat_ours, tiles_ours = read_catalog(work), read_tiles(work)
 
         log("[detection] baseline: seti-auditor score --score mse --threshold article")
-        base_wall, base_text = run_cli(["score", "--workdir", str(work), "--score", "mse", "--threshold", "article"], env,
-                               root / "baseline.log")
+        base_wall, base_text = run_cli(["score", "--workdir", str(work), "--score", "mse", "--threshold", "article"],
+                                       env, root / "baseline.log")
         cat_base, tiles_base = read_catalog(work), read_tiles(work)
 
         ours_score_wall, same, rescore_text = None, None, ""

@@ -72,7 +72,7 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     fdr = score_archive.apply_fdr(workdir, results, job, tiling.chunk_tiles)
 
     table = score_archive.tile_table(workdir)
-    candidates, rfi, rejected = cadence_test(table, job.cadence)
+    candidates, rfi, rejected = (frame.assign(model_version=version) for frame in cadence_test(table, job.cadence))
     manifest = tilestore.load_manifest(tiles_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     attrs = {

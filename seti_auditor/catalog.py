@@ -51,7 +51,7 @@ _STRING = np.dtypes.StringDType()
 _SCALAR_ATTR = (str, int, float, bool, np.integer, np.floating, np.bool_)
 # columns that are strings even when a frame is empty (pandas then guesses float64)
 STRING_COLUMNS = frozenset(
-    {"source_file", "source_name", "cadence_id", "tiles", "cadence_test", "reason", "calibration"}
+    {"source_file", "source_name", "cadence_id", "tiles", "cadence_test", "reason", "calibration", "model_version"}
 )
 
 

@@ -102,14 +102,12 @@ def train_model(workdir: str | os.PathLike, job: TrainJob = TrainJob(),
                  on_epoch=on_epoch, resume=job.resume)
     null_idx = null_tiles(store, holdout, job.ordinary_max_abs_z)
     null = score_selection(result.model, store, null_idx, job.score)
-    calibration = {
-        job.score.score: calibrate_scores(null["score"], score=job.score.score).to_dict(),
-        "mse": calibrate_scores(null["recon_error"], score="mse").to_dict(),
-    }
+    main = calibrate_scores(null["score"], score=job.score.score)
+    calibration = {job.score.score: main.to_dict(), "mse": calibrate_scores(null["recon_error"], score="mse").to_dict()}
     extra = {"train_config": train_cfg.to_dict(), "score_config": dataclasses.asdict(job.score),
              "holdout": holdout.to_dict(), "null_tiles": int(null_idx.size), "history": result.history,
              "calibrations": calibration, "tiles_store": str(store)}
-    version = modeldir.publish(workdir, result.model, vae_cfg, selection=train_sel, calibration=None,
+    version = modeldir.publish(workdir, result.model, vae_cfg, selection=train_sel, calibration=main,
                                extra=extra, null_scores=null)
     log.info("model %s: %d training tiles, %d null tiles", version, len(train_sel), null_idx.size)
     return TrainReport(str(Path(workdir) / modeldir.MODELS / version), version, result.history, len(train_sel),

@@ -95,6 +95,24 @@ def test_outputs_carry_provenance(demo):
     assert scores.attrs["model_version"] == result.score.model_version
     assert set(np.unique(scores.model_version.values[scores.scored.values])) == {result.score.model_version}
     assert result.train is not None and result.train.history[-1]["loss"] < result.train.history[0]["loss"]
+    cands = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False)
+    assert set(cands.model_version.values) <= {result.score.model_version}
+    meta = json.loads((demo["work"] / "model" / "model.json").read_text())
+    assert meta["model_version"] == result.score.model_version and meta["calibration"]["n"] > 20
+    assert meta["selection"]["n"] == result.train.n_train
+
+
+def test_flow_runs_and_artifacts_are_recorded(demo):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+        runs = client.read_flow_runs()
+    assert {"ingest-summary", "train-loss", "train-loss-curve", "train-summary", "candidates", "score-summary",
+            "candidate-plot-0"} <= keys
+    names = {r.name for r in runs}
+    assert any(n.startswith("run ") for n in names) and any(n.startswith("score ") for n in names)
+    assert all(r.state.is_completed() for r in runs if r.name.startswith(("run ", "ingest ", "train ", "score ")))
 
 
 def test_rerun_changes_nothing(demo):
