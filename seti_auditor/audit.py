@@ -2,8 +2,8 @@
 
 One jitted function per (model, score configuration, batch shape) does the whole chain:
 store tiles -> model input space -> reconstruction from the latent mean -> the article's
-mean squared residual and the configured anomaly score (the residual line search by
-default). Batches are padded to one fixed size so the function compiles once.
+mean squared residual (in model space) and the configured anomaly score: the line search
+runs on the residual in store units, tile minus the reconstruction mapped back. Batches are padded to one fixed size so the function compiles once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from seti_auditor.scoring import ScoreConfig, line_score, subband_mse
-from vae.model import VAE, transform_input
+from vae.model import VAE, inverse_transform, transform_input
 
 
 class Verdict(NamedTuple):
@@ -38,7 +38,11 @@ def _audit(model: VAE, tiles_NxTxF, score_cfg: ScoreConfig):
         per_band = subband_mse(x, recon, score_cfg.subbands)
         nan = jnp.full_like(per_band, jnp.nan)
         return mse, per_band, nan, nan
-    stat, drift, chan, _ = line_score(x, recon, score_cfg)
+    # the line search works in store units (robust z), where the noise is linear
+    z = jnp.asarray(tiles_NxTxF, jnp.float32)
+    if model.cfg.premask:
+        z = jnp.where(jnp.abs(z) > model.cfg.premask_sigma, 0.0, z)
+    stat, drift, chan, _ = line_score(z, inverse_transform(model.cfg, recon), score_cfg)
     return mse, stat, drift, chan
 
 

@@ -70,6 +70,9 @@ class CadenceConfig:
     min_on_scans: int = 1  # ON scans (own included) that must show an event to keep it
     off_scope: str = "adjacent"  # OFF scans that veto: "adjacent" (before/after) or "all"
     match: str = "line"  # "line": compare the carried line with each tile's best track; "tile": with its whole band
+    confirm_p: float = 0.01  # another ON scan shows the event when a row on its track has p <= this (or is flagged)
+    veto_p: float = 0.01  # an OFF scan vetoes when a row on the carried track has p <= this (or is flagged)
+    drift_match_hz_s: float = 0.3  # "line" matching: drifts may differ by this + 25% of the event's drift
     freq_tol_mhz: float = 2e-5  # fixed widening of the carried frequency window (20 Hz, ~7 BL channels)
     drift_tol_hz_s: float = 0.25  # drift uncertainty (grid step of the fast search, chirps): widening per |time gap|
     merge_gap_frac: float = 0.05  # merge tiles whose gap is at most this fraction of a tile width
@@ -183,7 +186,12 @@ def _shows(event: pd.Series, scan_tiles: pd.DataFrame, cfg: CadenceConfig) -> bo
     tol = cfg.freq_tol_mhz + cfg.drift_tol_hz_s * np.abs(dt_s) / 1e6
     if cfg.match == "line" and np.isfinite(event["peak_freq_mhz"]):
         peaks = scan_tiles["peak_freq_mhz"].to_numpy()
-        return bool(np.any(np.isfinite(peaks) & (np.abs(peaks - (event["peak_freq_mhz"] + shift)) <= tol)))
+        near = np.isfinite(peaks) & (np.abs(peaks - (event["peak_freq_mhz"] + shift)) <= tol)
+        if np.isfinite(event["drift_hz_s"]):
+            drifts = scan_tiles["drift_hz_s"].to_numpy()
+            near &= ~np.isfinite(drifts) | (
+                np.abs(drifts - drift) <= cfg.drift_match_hz_s + 0.25 * abs(drift))
+        return bool(np.any(near))
     lo = event["freq_min_mhz"] + shift - tol
     hi = event["freq_max_mhz"] + shift + tol
     t_lo = np.minimum(scan_tiles["freq_min_mhz"], scan_tiles["freq_max_mhz"]).to_numpy()
@@ -198,8 +206,17 @@ def _neighbour_offs(scan: int, offs: list[int], scope: str) -> list[int]:
 
 
 def _test_event(event: pd.Series, cadence: dict[int, tuple[bool, pd.DataFrame]], cfg) -> tuple:
-    """(n_on_scans, n_off_checked, verdict) of one ON event; verdict: 'pass', 'n/a' or a reason."""
-    shown = {s: (s == event["scan_index"]) or _shows(event, tl, cfg) for s, (_, tl) in cadence.items()}
+    """(n_on_scans, n_off_checked, verdict) of one ON event; verdict: 'pass', 'n/a' or a reason.
+
+    The event itself passed the archive-wide threshold; the other scans are asked a
+    narrower question (is there anything on this line?), so they use the looser per-row
+    levels ``confirm_p`` (ON scans) and ``veto_p`` (OFF scans).
+    """
+    def rows(on: bool, tl: pd.DataFrame) -> pd.DataFrame:
+        level = cfg.confirm_p if on else cfg.veto_p
+        return tl[tl["flagged"].astype(bool) | (tl["p"] <= level)]
+
+    shown = {s: (s == event["scan_index"]) or _shows(event, rows(on, tl), cfg) for s, (on, tl) in cadence.items()}
     ons = [s for s, (on, _) in cadence.items() if on]
     offs = [s for s, (on, _) in cadence.items() if not on]
     n_on = sum(shown[s] for s in ons)
@@ -214,7 +231,11 @@ def _test_event(event: pd.Series, cadence: dict[int, tuple[bool, pd.DataFrame]],
 
 
 def _cadence_scans(tiles: pd.DataFrame, usable: pd.Series) -> dict[str, dict[int, tuple]]:
-    """cadence_id -> scan_index -> (on_source, usable flagged tiles of that scan)."""
+    """cadence_id -> scan_index -> (on_source, rows of that scan that may show an event).
+
+    ``usable``: flagged rows, or rows with a p-value under the looser confirm/veto levels,
+    never rows of a broadband impulse.
+    """
     out: dict[str, dict[int, tuple]] = {}
     in_cad = tiles[(tiles["cadence_id"] != "") & (tiles["scan_index"] >= 0)]
     for (cad, scan), grp in in_cad.groupby(["cadence_id", "scan_index"], sort=True):
@@ -261,7 +282,8 @@ def cadence_test(
     bb = tiles[broadband]
     rfi = [_broadband_event(block) for _, block in bb.groupby(["file_id", _block_key(bb)], sort=True)]
     events = build_events(tiles[usable], cfg.merge_gap_frac)
-    scans = _cadence_scans(tiles, usable)
+    weak = tiles["p"].to_numpy() <= max(cfg.confirm_p, cfg.veto_p)
+    scans = _cadence_scans(tiles, (usable | weak) & ~broadband)
     candidates, rejected = [], []
     for _, ev in events.iterrows():
         row = ev.to_dict()

@@ -134,3 +134,26 @@ def test_line_matching_ignores_another_line_in_the_same_tile():
     frame.loc[~frame["on_source"] & frame["flagged"], "peak_freq_mhz"] = F0_MHZ + 2 * TILE_MHZ + 0.0001
     cand, rfi, _ = cadence_test(frame, CadenceConfig())
     assert cand.empty and {"all_scans", "off_scan"} <= set(rfi["reason"])
+
+
+def test_weak_rows_on_the_track_confirm_in_on_and_veto_in_off():
+    """Only the event itself must pass the archive-wide threshold: along its carried line, a
+    weaker row (p <= confirm_p) confirms it in another ON scan, and one (p <= veto_p) in a
+    neighbouring OFF scan makes it RFI; weak rows off the line or with another drift do neither."""
+    frame = pd.DataFrame(_cadence("c1", {0: [2]}, drift=0.0))
+    line = F0_MHZ + 2 * TILE_MHZ + 0.0001
+    frame["peak_freq_mhz"] = np.where(frame["freq_min_mhz"] == F0_MHZ + 2 * TILE_MHZ, line, frame["peak_freq_mhz"])
+    in_tile2 = frame["freq_min_mhz"] == F0_MHZ + 2 * TILE_MHZ
+    cfg = CadenceConfig(min_on_scans=2)
+    assert cadence_test(frame, cfg)[0].empty  # alone in one ON scan: rejected
+    weak_on = frame.copy()
+    weak_on.loc[in_tile2 & (weak_on["scan_index"] == 2), "p"] = 0.005
+    cand = cadence_test(weak_on, cfg)[0]
+    assert len(cand) == 1 and cand["n_on_scans"].iloc[0] == 2
+    weak_off = weak_on.copy()
+    weak_off.loc[in_tile2 & (weak_off["scan_index"] == 1), "p"] = 0.005
+    cand, rfi, _ = cadence_test(weak_off, cfg)
+    assert cand.empty and "in_off" in set(rfi["reason"])
+    other_drift = weak_off.copy()
+    other_drift.loc[in_tile2 & (other_drift["scan_index"] == 1), "drift_hz_s"] = 3.0
+    assert len(cadence_test(other_drift, cfg)[0]) == 1

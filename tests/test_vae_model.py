@@ -122,3 +122,16 @@ def test_fast_model_equals_plain_lax_model():
     np.testing.assert_allclose(la, lb, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("transform,scale", [("none", 1.0), ("clip", 5.0), ("asinh", 1.0), ("asinh", 2.0),
+                                             ("affine01", 5.0), ("sigmoid01", 2.0)])
+def test_inverse_transform_undoes_the_input_transform(transform, scale):
+    from vae.config import preset
+    from vae.model import inverse_transform, transform_input
+
+    cfg = preset("default", tile=(16, 256), input_transform=transform, input_scale=scale,
+                 output="sigmoid" if transform in ("affine01", "sigmoid01") else "linear")
+    z = np.linspace(-4.5, 4.5, 16 * 256, dtype=np.float32).reshape(1, 16, 256)
+    back = np.asarray(inverse_transform(cfg, transform_input(cfg, z)))
+    np.testing.assert_allclose(back, z, atol=2e-3 * max(scale, 1.0))

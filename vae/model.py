@@ -75,6 +75,26 @@ class Dense(nnx.Module):
         return x_NxD.astype(self.dtype) @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
 
 
+def inverse_transform(cfg: VAEConfig, y_NxTxF):
+    """Model space -> store space (robust z), the inverse of :func:`transform_input` where it has one.
+
+    Lets a reconstruction be compared with the tile in the units the noise is standardised in
+    (the line search of the score needs linear units: asinh would compress a 3 sigma line pixel
+    by 40%). ``clip`` and ``affine01`` are inverted inside their clip range.
+    """
+    y = jnp.asarray(y_NxTxF, jnp.float32)
+    s = cfg.input_scale
+    if cfg.input_transform in ("none", "clip"):
+        return y
+    if cfg.input_transform == "asinh":
+        return s * jnp.sinh(y)
+    if cfg.input_transform == "affine01":
+        return y * (2 * s) - s
+    eps = 1e-6  # sigmoid01
+    y = jnp.clip(y, eps, 1 - eps)
+    return s * jnp.log(y / (1 - y))
+
+
 class Conv(nnx.Module):
     """SAME-padded strided convolution (or transposed convolution) with bias, via ``vae.ops``."""
 
