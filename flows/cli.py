@@ -97,7 +97,7 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
                    help="anomaly score: residual line search, or the article's mean squared error")
     p.add_argument("--threshold", choices=("bh", "empirical", "article", "robust"), default="bh",
                    help="bh: Benjamini-Hochberg at --fdr; article: mu + k sigma")
-    p.add_argument("--fdr", type=float, default=0.01, help="false discovery rate q for --threshold bh")
+    p.add_argument("--fdr", type=float, default=0.05, help="false discovery rate q of the tile tests (--threshold bh)")
     p.add_argument("--min-on-scans", type=int, default=2,
                    help="ON scans of a cadence that must show a candidate (a lone noise peak shows in one)")
 

@@ -71,7 +71,7 @@ class CadenceConfig:
     off_scope: str = "adjacent"  # OFF scans that veto: "adjacent" (before/after) or "all"
     match: str = "line"  # "line": compare the carried line with each tile's best track; "tile": with its whole band
     confirm_p: float = 0.01  # another ON scan shows the event when a row on its track has p <= this (or is flagged)
-    veto_p: float = 0.01  # an OFF scan vetoes when a row on the carried track has p <= this (or is flagged)
+    veto_p: float = 0.02  # an OFF scan vetoes when a row on the carried track has p <= this (or is flagged)
     drift_match_hz_s: float = 0.3  # "line" matching: drifts may differ by this + 25% of the event's drift
     freq_tol_mhz: float = 2e-5  # fixed widening of the carried frequency window (20 Hz, ~7 BL channels)
     drift_tol_hz_s: float = 0.25  # drift uncertainty (grid step of the fast search, chirps): widening per |time gap|

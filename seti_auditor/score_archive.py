@@ -41,7 +41,9 @@ class ScoreJob:
     """How the score flow turns tiles into a catalog."""
 
     score: ScoreConfig = ScoreConfig()  # the anomaly score ("line" residual search, or the article's "mse")
-    thresholds: ThresholdConfig = ThresholdConfig()  # p-values -> flags (BH at q by default; "article" = mu + k sigma)
+    # p-values -> flags: BH at q = 0.05 over every test of the archive ("article" = mu + k sigma); false
+    # candidates are then controlled by the cadence test (a consistent line in two ON scans, none in the OFFs)
+    thresholds: ThresholdConfig = ThresholdConfig(q=0.05)
     cadence: CadenceConfig = CadenceConfig(min_on_scans=2)  # event merging, RFI rules and the ON/OFF test
     band_mhz: float = 50.0  # width of the frequency bands calibrated separately (MHz)
     tiles_per_task: int = 4096  # tiles one scoring task handles (rounded to whole chunks)
