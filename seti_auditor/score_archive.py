@@ -28,7 +28,7 @@ import pandas as pd
 import zarr
 
 from seti_auditor import modeldir, scorestore, tilestore
-from seti_auditor.audit import audit_tiles
+from seti_auditor.audit import audit_tiles, right_neighbours
 from seti_auditor.cadence_test import CadenceConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, decide
@@ -109,7 +109,9 @@ def score_region(workdir: str, start: int, stop: int, job: ScoreJob, version: st
     if valid.any():
         tiles = np.nan_to_num(np.asarray(g["tiles"][start:stop], np.float32)[valid])
         fmid = 0.5 * (np.asarray(g["freq_min_mhz"][start:stop]) + np.asarray(g["freq_max_mhz"][start:stop]))[valid]
-        verdict = audit_tiles(model, tiles, job.score)
+        right = right_neighbours(np.asarray(g["file_id"][start:stop])[valid], np.asarray(g["time_start"][start:stop])[valid],
+                                 np.asarray(g["chan_start"][start:stop])[valid], tiles.shape[2])
+        verdict = audit_tiles(model, tiles, job.score, right)
         bands = np.repeat(band_of(fmid, job.band_mhz)[:, None], sb, axis=1).ravel()
         decision = decide(verdict.score.ravel(), null, bands, band_of(null_freq, job.band_mhz), job.thresholds)
         shape = verdict.score.shape

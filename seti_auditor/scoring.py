@@ -277,8 +277,8 @@ def _search(z_NxTxF: jax.Array, cfg: ScoreConfig, subbands: int):
     return stat, drift, chan, width
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = ScoreConfig()):
+@functools.partial(jax.jit, static_argnames=("cfg", "fast_only"))
+def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = ScoreConfig(), fast_only: bool = False):
     """De-Doppler line statistic of the residual (see the module docstring).
 
     Two searches: at full resolution (drifts up to ``max_drift`` channels per integration),
@@ -293,6 +293,9 @@ def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = Sc
         Input tiles and their reconstructions, in the same space.
     cfg : ScoreConfig
         Drift grid, widths, clip (static: one compilation per config and shape).
+    fast_only : bool
+        Only the coarse (fast-drift) search; used on pairs of neighbouring tiles, so that a
+        fast track crossing a tile edge is summed whole.
 
     Returns
     -------
@@ -311,9 +314,16 @@ def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = Sc
     sb = cfg.subbands
     if f % sb:
         raise ValueError(f"{f} channels do not split into {sb} sub-bands")
-    stat, drift, chan, width = _search(z, cfg, sb)
     b = cfg.fast_bin
-    if b > 1 and f % (b * sb) == 0 and f // b >= 2 * max(cfg.widths):
+    fast_ok = b > 1 and f % (b * sb) == 0 and f // b >= 2 * max(cfg.widths)
+    if fast_only and not fast_ok:
+        raise ValueError(f"no fast search possible for {f} channels, fast_bin {b}, {sb} sub-bands")
+    if fast_only:
+        stat = jnp.full((n, sb), -jnp.inf, jnp.float32)
+        drift, chan, width = jnp.zeros_like(stat), jnp.zeros_like(stat), jnp.zeros(stat.shape, jnp.int32)
+    else:
+        stat, drift, chan, width = _search(z, cfg, sb)
+    if fast_ok:
         zb = standardise_residual(jnp.clip(z, -cfg.clip, cfg.clip).reshape(n, t, f // b, b).sum(axis=-1))
         s2, d2, c2, w2 = _search(zb, cfg, sb)
         better = s2 > stat

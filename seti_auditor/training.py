@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 
 from seti_auditor import modeldir, tilestore
-from seti_auditor.audit import audit_tiles
+from seti_auditor.audit import audit_tiles, right_neighbours
 from seti_auditor.scoring import ScoreConfig
 from vae.calibrate import calibrate_scores
 from vae.config import TrainConfig, preset
@@ -72,14 +72,37 @@ def null_tiles(store: str | os.PathLike, holdout: TileSelection, max_abs_z: floa
 
 
 def score_selection(model, store: str | os.PathLike, indices: np.ndarray, score_cfg: ScoreConfig) -> dict:
-    """Scores (and tile frequencies) of the given tiles, read chunk by chunk."""
-    source = ZarrBatches(str(store), indices, score_cfg.batch_size, shuffle_seed=None, drop_remainder=False)
-    parts = [(np.asarray(b.index_N), audit_tiles(model, b.tiles_NxTxF, score_cfg)) for b in source.batches(0)]
+    """Scores (and tile frequencies) of the given tiles, scored exactly as the score flow does.
+
+    Each tile is scored together with its right-hand neighbour (read from the store even when
+    not selected), so that the fast search over tile pairs is part of the null as well.
+    """
     g = zarr.open_group(str(store), mode="r")
-    tile = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    fmid = 0.5 * (np.asarray(g["freq_min_mhz"][:])[tile] + np.asarray(g["freq_max_mhz"][:])[tile])
-    cat = lambda k: np.concatenate([getattr(p[1], k) for p in parts]) if parts else np.zeros(0, np.float32)  # noqa: E731
-    return {"tile": tile, "freq_mhz": fmid, "score": cat("score"), "recon_error": cat("recon_error")}
+    file_id, time_start, chan_start = (np.asarray(g[k][:]) for k in ("file_id", "time_start", "chan_start"))
+    valid = np.asarray(g["valid"][:], bool)
+    fmid_all = 0.5 * (np.asarray(g["freq_min_mhz"][:]) + np.asarray(g["freq_max_mhz"][:]))
+    tile_freq = int(g["tiles"].shape[2])
+    live = np.flatnonzero(valid)
+    right_all = np.full(valid.size, -1, np.int64)
+    right_all[live] = np.where((r := right_neighbours(file_id[live], time_start[live], chan_start[live],
+                                                      tile_freq)) >= 0, live[np.maximum(r, 0)], -1)
+    indices = np.asarray(indices, np.int64)
+    scores, recon = [], []
+    for a in range(0, indices.size, score_cfg.batch_size):
+        sel = indices[a : a + score_cfg.batch_size]
+        nb = right_all[sel]
+        rows = np.unique(np.concatenate([sel, nb[nb >= 0]]))
+        pos = {int(t): i for i, t in enumerate(rows)}
+        tiles = np.nan_to_num(np.asarray(g["tiles"].get_orthogonal_selection((rows, slice(None), slice(None)))))
+        right = np.array([pos.get(int(right_all[t]), -1) if right_all[t] >= 0 else -1 for t in rows], np.int64)
+        verdict = audit_tiles(model, tiles, score_cfg, right)
+        keep = np.array([pos[int(t)] for t in sel], np.int64)
+        scores.append(verdict.score[keep])
+        recon.append(verdict.recon_error[keep])
+    sb = score_cfg.subbands
+    return {"tile": indices, "freq_mhz": fmid_all[indices],
+            "score": np.concatenate(scores) if scores else np.zeros((0, sb), np.float32),
+            "recon_error": np.concatenate(recon) if recon else np.zeros(0, np.float32)}
 
 
 def train_model(workdir: str | os.PathLike, job: TrainJob = TrainJob(),

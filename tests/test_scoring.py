@@ -128,3 +128,26 @@ def test_subbands_report_a_weak_line_beside_a_strong_one():
     assert s.score.shape == (1, 4)
     assert s.score[0, 0] > s.score[0, 2] > 8.0 > s.score[0, 1]
     assert abs(s.drift[0, 2] - 1.0) < 0.2 and abs(s.chan[0, 2] - 147.5) < 2
+
+
+def test_pair_pass_sums_a_fast_track_across_a_tile_edge():
+    """A fast (13 channels per integration) line crossing from one tile into its neighbour is
+    found far more strongly when the neighbours are searched as a pair."""
+    from seti_auditor.audit import audit_tiles, right_neighbours
+    from vae.config import preset
+    from vae.model import build
+
+    model = build(preset("default", tile=(T, F)), 0)
+    rng = np.random.default_rng(5)
+    x = _noise(rng, 4)
+    strip = np.concatenate(list(x[:2]), axis=1)
+    for t in range(T):
+        strip[t, 150 + 13 * t : 163 + 13 * t] += 0.8
+    x[0], x[1] = strip[:, :F], strip[:, F:]
+    right = right_neighbours(np.array([0, 0, 1, 1]), np.zeros(4), np.array([0, F, 0, F]), F)
+    np.testing.assert_array_equal(right, [1, -1, 3, -1])
+    alone = audit_tiles(model, x, ScoreConfig())
+    paired = audit_tiles(model, x, ScoreConfig(), right)
+    assert paired.score[:2].max() > alone.score[:2].max() + 2.0
+    assert abs(abs(paired.drift_chan[0, 3]) - 13) < 2
+    np.testing.assert_array_equal(paired.score[2:], alone.score[2:])  # no signal: pairs change nothing there
