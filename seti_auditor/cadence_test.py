@@ -73,6 +73,7 @@ class CadenceConfig:
     confirm_p: float = 0.01  # another ON scan shows the event when a row on its track has p <= this (or is flagged)
     veto_p: float = 0.02  # an OFF scan vetoes when a row on the carried track has p <= this (or is flagged)
     drift_match_hz_s: float = 0.3  # "line" matching: drifts may differ by this + 25% of the event's drift
+    veto_rel_z: float = 0.25  # an unflagged OFF row vetoes only with z >= this x the event's z (a copy, not noise)
     freq_tol_mhz: float = 2e-5  # fixed widening of the carried frequency window (20 Hz, ~7 BL channels)
     drift_tol_hz_s: float = 0.25  # drift uncertainty (grid step of the fast search, chirps): widening per |time gap|
     merge_gap_frac: float = 0.05  # merge tiles whose gap is at most this fraction of a tile width
@@ -213,8 +214,11 @@ def _test_event(event: pd.Series, cadence: dict[int, tuple[bool, pd.DataFrame]],
     levels ``confirm_p`` (ON scans) and ``veto_p`` (OFF scans).
     """
     def rows(on: bool, tl: pd.DataFrame) -> pd.DataFrame:
-        level = cfg.confirm_p if on else cfg.veto_p
-        return tl[tl["flagged"].astype(bool) | (tl["p"] <= level)]
+        if on:
+            return tl[tl["flagged"].astype(bool) | (tl["p"] <= cfg.confirm_p)]
+        # a weak OFF row vetoes when it could be a weaker copy of the event (RFI), not a noise peak
+        copy = (tl["p"] <= cfg.veto_p) & (tl["z"] >= cfg.veto_rel_z * float(event["z_score"]))
+        return tl[tl["flagged"].astype(bool) | copy]
 
     shown = {s: (s == event["scan_index"]) or _shows(event, rows(on, tl), cfg) for s, (on, tl) in cadence.items()}
     ons = [s for s, (on, _) in cadence.items() if on]

@@ -138,8 +138,9 @@ def test_line_matching_ignores_another_line_in_the_same_tile():
 
 def test_weak_rows_on_the_track_confirm_in_on_and_veto_in_off():
     """Only the event itself must pass the archive-wide threshold: along its carried line, a
-    weaker row (p <= confirm_p) confirms it in another ON scan, and one (p <= veto_p) in a
-    neighbouring OFF scan makes it RFI; weak rows off the line or with another drift do neither."""
+    weaker row (p <= confirm_p) confirms it in another ON scan, and one (p <= veto_p, z at least a
+    quarter of the event's) in a neighbouring OFF scan makes it RFI; weak rows off the line or with
+    another drift do neither."""
     frame = pd.DataFrame(_cadence("c1", {0: [2]}, drift=0.0))
     line = F0_MHZ + 2 * TILE_MHZ + 0.0001
     frame["peak_freq_mhz"] = np.where(frame["freq_min_mhz"] == F0_MHZ + 2 * TILE_MHZ, line, frame["peak_freq_mhz"])
@@ -151,7 +152,9 @@ def test_weak_rows_on_the_track_confirm_in_on_and_veto_in_off():
     cand = cadence_test(weak_on, cfg)[0]
     assert len(cand) == 1 and cand["n_on_scans"].iloc[0] == 2
     weak_off = weak_on.copy()
-    weak_off.loc[in_tile2 & (weak_off["scan_index"] == 1), "p"] = 0.005
+    weak_off.loc[in_tile2 & (weak_off["scan_index"] == 1), ["p", "z"]] = [0.005, 1.0]
+    assert len(cadence_test(weak_off, cfg)[0]) == 1  # a noise-like row (z 1 against the event's 8) is no copy
+    weak_off.loc[in_tile2 & (weak_off["scan_index"] == 1), "z"] = 4.0
     cand, rfi, _ = cadence_test(weak_off, cfg)
     assert cand.empty and "in_off" in set(rfi["reason"])
     other_drift = weak_off.copy()
