@@ -32,6 +32,7 @@ from seti_auditor.audit import audit_tiles, right_neighbours
 from seti_auditor.cadence_test import CadenceConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, decide
+from seti_auditor.training import score_selection
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,9 @@ def _model(workdir: str, version: str, score_cfg: ScoreConfig):
     if meta["model_version"] != version:
         raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
     trained_for = meta["extra"].get("score_config", {})
-    if score_cfg.score == "line" and trained_for != dataclasses.asdict(score_cfg):
-        from seti_auditor.training import score_selection  # recalibrate for another line-search setting
-
+    if score_cfg.score == "line" and trained_for != dataclasses.asdict(score_cfg):  # recalibrate
         null = {**null, "score": score_selection(model, tilestore.store_path(workdir), null["tile"], score_cfg)["score"]}
     if score_cfg.score == "mse":  # the article's baseline: the null of its own statistic
-        from seti_auditor.training import score_selection
-
         null = {**null, "score": score_selection(model, tilestore.store_path(workdir), null["tile"], score_cfg)["score"]}
     scores_NxS = np.asarray(null["score"], np.float64).reshape(len(null["tile"]), -1)
     freq_NxS = np.repeat(np.asarray(null["freq_mhz"], np.float64)[:, None], scores_NxS.shape[1], axis=1)

@@ -105,7 +105,7 @@ def _template(n_tiles: int, cfg: TilingConfig) -> xr.Dataset:
     ds["freq_max_mhz"].attrs["units"] = "MHz"
     ds["tstart_mjd"].attrs["units"] = "MJD"
     ds.attrs.update(
-        tiling_config=json.dumps(_config_dict(cfg)),
+        tiling_config=json.dumps(dataclasses.asdict(cfg)),
         code_version=__version__,
         title="seti-auditor tile store",
     )
@@ -116,10 +116,6 @@ def _lazy_full(n: int, fill, dtype):
     if dtype is object:  # variable-length strings (Zarr v3 has no fixed-width unicode)
         return dsa.from_array(np.full(n, fill, dtype=np.dtypes.StringDType()), chunks=-1)
     return dsa.full((n,), fill, dtype=dtype, chunks=-1)
-
-
-def _config_dict(cfg: TilingConfig) -> dict:
-    return dataclasses.asdict(cfg)
 
 
 def _encoding(cfg: TilingConfig) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import task
 
 from seti_auditor import score_archive
@@ -18,6 +19,4 @@ def score_region(workdir: str, start: int, stop: int, job: score_archive.ScoreJo
 @task(name="plot-candidate", retries=1, task_run_name="plot {name}")
 def plot_candidate(workdir: str, candidate: dict, out_dir: str, name: str = "") -> str:
     """The ON/OFF stack PNG of one candidate."""
-    import pandas as pd
-
     return str(candidate_plot(workdir, pd.Series(candidate), out_dir))
