@@ -139,7 +139,7 @@ def _merge_runs(group: pd.DataFrame, gap_frac: float) -> list[pd.DataFrame]:
 def _event_row(run: pd.DataFrame) -> dict:
     """One event from its tiles; the best tile gives score, p, q, drift and peak."""
     best = run.loc[run["score"].idxmax()] if run["score"].notna().any() else run.iloc[0]
-    tiles = np.sort(run["tile"].to_numpy(np.int64))
+    tiles = np.unique(run["tile"].to_numpy(np.int64))  # sub-band rows of one tile count once
     return {
         "source_file": str(best["source_file"]), "source_name": str(best["source_name"]),
         "file_id": int(best["file_id"]), "cadence_id": str(best["cadence_id"]),
@@ -155,6 +155,51 @@ def _event_row(run: pd.DataFrame) -> dict:
         "tiles": ",".join(map(str, tiles)),
         "n_on_scans": -1, "n_off_checked": 0, "cadence_test": "n/a",
     }  # fmt: skip
+
+
+def _same_line(ev: dict, row: dict, cfg: "CadenceConfig") -> bool:
+    """``row`` (a later time block of the same file) continues ``ev``'s line."""
+    gap_s = (row["tstart_mjd"] - ev["tstop_mjd"]) * _SECONDS_PER_DAY
+    span_s = (ev["tstop_mjd"] - ev["tstart_mjd"]) * _SECONDS_PER_DAY
+    if gap_s < -1e-3 or gap_s > 0.5 * span_s + 1.0:  # not the next time block
+        return False
+    drift = ev["drift_hz_s"] if np.isfinite(ev["drift_hz_s"]) else 0.0
+    dt_s = (row["t_peak_mjd"] - ev["t_peak_mjd"]) * _SECONDS_PER_DAY
+    tol = cfg.freq_tol_mhz + cfg.drift_tol_hz_s * abs(dt_s) / 1e6
+    if abs(ev["peak_freq_mhz"] + drift * dt_s / 1e6 - row["peak_freq_mhz"]) > tol:
+        return False
+    d2 = row["drift_hz_s"] if np.isfinite(row["drift_hz_s"]) else 0.0
+    return abs(d2 - drift) <= cfg.drift_match_hz_s + 0.25 * abs(drift)
+
+
+def merge_in_time(events: pd.DataFrame, cfg: "CadenceConfig") -> pd.DataFrame:
+    """Join events of one file in consecutive time blocks that lie on one line.
+
+    Long observations outside a cadence (many time blocks per file) would otherwise list a
+    persistent line once per block. The merged event keeps the best block's statistics and
+    covers the union of bands and times.
+    """
+    if events.empty:
+        return events
+    merged: list[dict] = []
+    for _, group in events.groupby("file_id", sort=True):
+        open_: list[dict] = []
+        for row in group.sort_values(["tstart_mjd", "peak_freq_mhz"]).to_dict("records"):
+            target = next((ev for ev in reversed(open_) if _same_line(ev, row, cfg)), None)
+            if target is None:
+                open_.append(row)
+                continue
+            tiles = sorted(set(map(int, str(target["tiles"]).split(","))) | set(map(int, str(row["tiles"]).split(","))))
+            best = row if row["score"] > target["score"] else target
+            target.update({k: best[k] for k in ("score", "z_score", "drift_hz_s", "peak_freq_mhz", "t_peak_mjd")})
+            target.update(
+                freq_min_mhz=min(target["freq_min_mhz"], row["freq_min_mhz"]),
+                freq_max_mhz=max(target["freq_max_mhz"], row["freq_max_mhz"]),
+                tstop_mjd=row["tstop_mjd"], p_value=min(target["p_value"], row["p_value"]),
+                q_value=min(target["q_value"], row["q_value"]), n_tiles=len(tiles), tile_first=tiles[0],
+                tile_last=tiles[-1], tiles=",".join(map(str, tiles)))
+        merged.extend(open_)
+    return pd.DataFrame(merged)
 
 
 def build_events(flagged_tiles: pd.DataFrame, gap_frac: float) -> pd.DataFrame:
@@ -306,6 +351,9 @@ def cadence_test(
             rejected.append({**row, "cadence_test": "fail", "reason": verdict})
         else:
             rfi.append({**row, "cadence_test": "fail", "reason": verdict})
+    lone = [c for c in candidates if c["cadence_test"] == "n/a" and not c["cadence_id"]]
+    candidates = [c for c in candidates if not (c["cadence_test"] == "n/a" and not c["cadence_id"])]
+    candidates += merge_in_time(pd.DataFrame(lone), cfg).to_dict("records") if lone else []
     logger.info("%d candidates, %d rfi, %d rejected", len(candidates), len(rfi), len(rejected))
     return (
         _sorted(pd.DataFrame(candidates), False),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from seti_auditor.cadence_test import EVENT_COLUMNS, CadenceConfig, cadence_test
 
@@ -160,3 +161,26 @@ def test_weak_rows_on_the_track_confirm_in_on_and_veto_in_off():
     other_drift = weak_off.copy()
     other_drift.loc[in_tile2 & (other_drift["scan_index"] == 1), "drift_hz_s"] = 3.0
     assert len(cadence_test(other_drift, cfg)[0]) == 1
+
+
+def test_a_line_through_consecutive_time_blocks_of_one_file_is_one_event():
+    """Outside a cadence, a long observation lists a persistent line once, not once per block."""
+    rows = []
+    block_s = SCAN_S / 4
+    for blk in range(4):
+        t0 = MJD0 + blk * block_s / 86400
+        for k in range(N_FREQ_TILES):
+            fmin = F0_MHZ + k * TILE_MHZ
+            line = k == 2 or (k == 6 and blk == 1)  # a persistent line in tile 2; a one-off in tile 6
+            rows.append(dict(
+                tile=blk * N_FREQ_TILES + k, file_id=9, source_file="long.fil", source_name="J0534",
+                cadence_id="", scan_index=-1, on_source=False, freq_min_mhz=fmin,
+                freq_max_mhz=fmin + TILE_MHZ * 0.996, tstart_mjd=t0, tstop_mjd=t0 + block_s / 86400,
+                score=9.0 if line else 1.0, z=8.0 if line else 0.0, p=1e-6 if line else 0.5,
+                q=1e-4 if line else 0.9, flagged=line, drift_hz_s=0.0, peak_freq_mhz=fmin + 0.0003,
+            ))  # fmt: skip
+    cand, rfi, rej = cadence_test(pd.DataFrame(rows), CadenceConfig())
+    assert len(cand) == 2 and rfi.empty and rej.empty
+    long = cand[cand["n_tiles"] == 4].iloc[0]
+    assert long["tiles"] == "2,10,18,26" and long["cadence_test"] == "n/a"
+    assert long["tstop_mjd"] - long["tstart_mjd"] == pytest.approx(SCAN_S / 86400)
