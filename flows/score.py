@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -54,10 +53,9 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     tiling = tilestore.read_tiling_config(tiles_path)
     n = tilestore.n_tiles(tiles_path)
     scores_path = scorestore.store_path(workdir)
-    job_json = json.dumps(dataclasses.asdict(job), sort_keys=True)
-    key = f"{version}-{hashlib.sha256((job_json + __version__).encode()).hexdigest()[:12]}"
-    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, job.score.subbands, version, key,
-                                       {"score_job": job_json, "code_version": __version__})
+    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, job.score.subbands, version,
+                                       score_archive.score_key(version, job),
+                                       {"score_job": json.dumps(dataclasses.asdict(job)), "code_version": __version__})
     regions = score_archive.plan_regions(n, tiling.chunk_tiles, job.tiles_per_task)
     todo = [r for r in regions if fresh or not scorestore.scored_region(scores_path, *r)]
     logger.info("model %s: %d regions, %d to score", version, len(regions), len(todo))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from seti_auditor import modeldir, scorestore, tilestore
+from seti_auditor import __version__, modeldir, scorestore, tilestore
 from seti_auditor.audit import audit_tiles, right_neighbours
 from seti_auditor.cadence_test import CadenceConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
@@ -50,6 +52,16 @@ class ScoreJob:
     tiles_per_task: int = 4096  # tiles one scoring task handles (rounded to whole chunks)
     q_report: float = 0.2  # q-values are computed for tiles with p <= q_report (BH needs no more)
     n_plots: int = 8  # candidates that get an ON/OFF plot
+
+
+def score_key(model_version: str, job: ScoreJob) -> str:
+    """Identifies scores: the model, the scoring settings and the code that made them.
+
+    Rows of ``scores.zarr`` made under the same key are reused by a rerun (resume); any other
+    key means the whole store is scored again.
+    """
+    settings = json.dumps(dataclasses.asdict(job), sort_keys=True) + __version__
+    return f"{model_version}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 def plan_regions(n_tiles: int, chunk_tiles: int, tiles_per_task: int) -> list[tuple[int, int]]:
