@@ -223,8 +223,10 @@ def print_score(summary) -> None:
     print(f"model {summary.model_version}: {summary.n_tiles} tiles scored, {summary.n_flagged} flagged; "
           f"{summary.n_candidates} candidates, {summary.n_rfi} RFI events, {summary.n_rejected} rejected")
     if summary.n_candidates:
+        import pandas as pd
+
         cols = ["source_name", "freq_min_mhz", "freq_max_mhz", "drift_hz_s", "score", "q_value", "n_on_scans"]
-        with __import__("pandas").option_context("display.width", 120, "display.float_format", "{:.6g}".format):
+        with pd.option_context("display.width", 120, "display.float_format", "{:.6g}".format):
             print(summary.candidates[cols].head(15).to_string(index=False))
     if summary.plots:
         print(f"plots: {Path(summary.plots[0]).parent}")

@@ -67,7 +67,7 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
         update_progress_artifact(progress, 100.0 * (i + 1) / len(futures))
     if len(todo) < len(regions):  # resumed: the p-values of earlier regions come from the store
         results = [score_archive.region_pvalues(workdir, a, b, job.q_report) for a, b in regions]
-    fdr = score_archive.apply_fdr(workdir, results, job, tiling.chunk_tiles)
+    fdr = score_archive.apply_fdr(workdir, results, job)
 
     table = score_archive.tile_table(workdir)
     candidates, rfi, rejected = (frame.assign(model_version=version) for frame in cadence_test(table, job.cadence))

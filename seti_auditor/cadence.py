@@ -43,7 +43,7 @@ UNASSIGNED = CadenceSlot(NO_CADENCE, -1, False)
 
 
 @dataclasses.dataclass(frozen=True)
-class CadenceConfig:
+class GroupingConfig:
     """How scans are grouped into cadences."""
 
     length: int = 6  # scans per cadence (ABACAD)
@@ -89,7 +89,7 @@ def cadence_id(first: ScanInfo) -> str:
     return f"{target}_{first.tstart_mjd:.5f}_{first.fmin_mhz:.4f}MHz"
 
 
-def group_cadences(scans: list[ScanInfo], cfg: CadenceConfig = CadenceConfig()) -> dict[str, CadenceSlot]:
+def group_cadences(scans: list[ScanInfo], cfg: GroupingConfig = GroupingConfig()) -> dict[str, CadenceSlot]:
     """Assign every scan a cadence slot (or :data:`UNASSIGNED`), keyed by file name."""
     slots = {scan.name: UNASSIGNED for scan in scans}
     for band in _bands(scans):

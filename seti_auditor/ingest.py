@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from seti_auditor import formats, tilestore
-from seti_auditor.cadence import CadenceConfig, CadenceSlot, ScanInfo, UNASSIGNED, group_cadences
+from seti_auditor.cadence import CadenceSlot, GroupingConfig, ScanInfo, UNASSIGNED, group_cadences
 from seti_auditor.errors import InputFileError
 from seti_auditor.tiling import FilePlan, TilingConfig, UnusableDataError, plan_tiles, tile_stats, tiles_for_region
 
@@ -110,7 +110,7 @@ class IngestPlan:
 
 
 def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig, capacity: int,
-                cadence_cfg: CadenceConfig = CadenceConfig(),
+                cadence_cfg: GroupingConfig = GroupingConfig(),
                 cadence_table: dict[str, CadenceSlot] | None = None) -> IngestPlan:
     """Decide new/changed/unchanged files, group cadences and allocate tile ranges.
 
@@ -172,7 +172,7 @@ def plan_from_row(row, cfg: TilingConfig) -> FilePlan:
     return plan_tiles(cfg, header)
 
 
-def _assign_cadences(manifest: pd.DataFrame, cfg: CadenceConfig, table: dict[str, CadenceSlot]) -> None:
+def _assign_cadences(manifest: pd.DataFrame, cfg: GroupingConfig, table: dict[str, CadenceSlot]) -> None:
     live = manifest[manifest.status == INGESTED]
     scans = [
         ScanInfo(r.name, r.source_name, r.tstart_mjd, r.tstop_mjd,

@@ -152,7 +152,7 @@ def bh_sparse(p_kept: np.ndarray, m: int) -> np.ndarray:
     return q
 
 
-def apply_fdr(workdir: str, results: list[dict], job: ScoreJob, chunk_tiles: int) -> dict:
+def apply_fdr(workdir: str, results: list[dict], job: ScoreJob) -> dict:
     """Archive-wide Benjamini-Hochberg: write ``q_value`` (and ``flagged`` for the BH rule)."""
     m = sum(r["n_valid"] for r in results)
     tiles = np.concatenate([r["kept_tile"] for r in results]) if results else np.zeros(0, np.int64)
