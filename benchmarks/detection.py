@@ -26,7 +26,8 @@ What it does, in one run:
    header for ``.fil``; ``h5py`` ``data[...]`` with ``hdf5plugin`` for ``.h5``), best of two,
    for the throughput ratio. All reads are from the page cache (the files were just written).
 
-Matching with ``truth.json`` (``--tol-hz``, default 1000 Hz):
+Matching with ``truth.json`` (``--tol-hz``, default 1000 Hz; the rules live in
+:mod:`seti_auditor.truthmatch`, shared with ``notebooks/03_review_candidates.ipynb``):
 
 * a catalog candidate *detects* an ETI signal in one ON scan when it is in that scan's file
   and its ``[freq_min_mhz, freq_max_mhz]`` overlaps the signal's band in that scan
@@ -74,7 +75,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 # run as a script, benchmarks/ is sys.path[0] and its vae.py would shadow the vae package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
-TARGETS = {"recall_snr_ge_25": 0.95, "recall_snr_12_16": 0.8, "false_per_gb": 1.0, "rfi_leaked": 0}
-SLOW_FAST_SPLIT_HZ_S = 1.0  # |drift| below: "slow", above: "fast"
+
+# the matching rules live in the library (pure, shared with the notebooks)
+from seti_auditor.truthmatch import evaluate, summarise  # noqa: E402
 
 
 # --------------------------------------------------------------------------- archive
@@ -236,116 +237,6 @@ def read_tiles(workdir: Path):
         return None
 
 
-def _overlap(lo1, hi1, lo2, hi2, tol=0.0):
-    return (np.minimum(lo1, hi1) <= np.maximum(lo2, hi2) + tol) & (np.maximum(lo1, hi1) >= np.minimum(lo2, hi2) - tol)
-
-
-def evaluate(truth: dict, cat: dict, tiles, tol_mhz: float, total_bytes: int) -> dict:
-    """Recall, false candidates and RFI leaks of one catalog against the truth."""
-    cands = cat["candidates"]
-    n_c = len(cands)
-    c_file = cands["source_file"].astype(str).to_numpy() if n_c else np.zeros(0, str)
-    c_lo = cands["freq_min_mhz"].to_numpy(float) if n_c else np.zeros(0)
-    c_hi = cands["freq_max_mhz"].to_numpy(float) if n_c else np.zeros(0)
-    matched_eti = np.zeros(n_c, bool)
-
-    per_signal = []
-    for sig in truth["signals"]:
-        on = [sc for sc in sig["scans"] if sc["present"]]
-        hits = 0
-        diag = []
-        for sc in on:
-            m = (c_file == sc["file"]) & _overlap(c_lo, c_hi, sc["freq_min_mhz"], sc["freq_max_mhz"], tol_mhz)
-            matched_eti |= m
-            hits += bool(m.any())
-            if not m.any():
-                diag.append(_miss_diag(sig, sc, tiles, cat, tol_mhz))
-        per_signal.append({"id": sig["id"], "snr": sig["snr"], "kind": sig["kind"],
-                           "drift": "fast" if abs(sig["drift_hz_s"]) > SLOW_FAST_SPLIT_HZ_S else "slow",
-                           "drift_hz_s": sig["drift_hz_s"], "n_on": len(on), "hits": hits, "misses": diag})
-
-    # RFI: a false candidate overlapping an event in one of its files
-    false_idx = np.flatnonzero(~matched_eti)
-    leaked, shared = [], 0
-    rfi_hit_cand = np.zeros(n_c, bool)
-    for ev in truth["rfi"]:
-        leak_rows, shared_here = set(), False
-        for sc in ev["scans"]:
-            if not sc.get("present", True):
-                continue
-            m = (c_file == sc["file"]) & _overlap(c_lo, c_hi, sc["freq_min_mhz"], sc["freq_max_mhz"])
-            leak_rows.update(int(i) for i in np.flatnonzero(m & ~matched_eti))
-            shared_here |= bool((m & matched_eti).any()) and ev["kind"] != "impulse"
-        shared += shared_here
-        if leak_rows:
-            rfi_hit_cand[list(leak_rows)] = True
-            leaked.append({"id": ev["id"], "kind": ev["kind"], "n_candidates": len(leak_rows),
-                           **({"drift_hz_s": ev.get("drift_hz_s"), "snr": ev.get("snr")}
-                              if ev["kind"] != "impulse" else {"level": ev.get("level")})})
-    false_rows = [_cand_row(cands.iloc[i], "rfi" if rfi_hit_cand[i] else "noise?") for i in false_idx]
-    gb = total_bytes / 1e9
-    return {"signals": per_signal, "n_candidates": n_c, "n_true_candidates": int(matched_eti.sum()),
-            "n_false": int(false_idx.size), "false_per_gb": false_idx.size / gb, "rfi_leaked": leaked,
-            "n_rfi_events": len(truth["rfi"]), "n_rfi_shared_tile": shared, "false_candidates": false_rows,
-            "n_catalog_rfi": len(cat["rfi"]), "n_catalog_rejected": len(cat["rejected"])}
-
-
-def _cand_row(row, why: str) -> dict:
-    keys = ("source_file", "scan_index", "freq_min_mhz", "freq_max_mhz", "score", "z_score", "q_value",
-            "drift_hz_s", "n_on_scans", "n_tiles", "cadence_test")
-    return {**{k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys if k in row}, "cause": why}
-
-
-def _miss_diag(sig: dict, sc: dict, tiles, cat: dict, tol_mhz: float) -> dict:
-    """Why one ON scan of a signal was missed: its best tile, and where its event went."""
-    d = {"scan": sc["scan_index"], "snr_scan": round(sc.get("snr_scan", float("nan")), 1)}
-    if tiles is not None:
-        t = tiles[(tiles["source_file"].astype(str) == sc["file"])
-                  & _overlap(tiles["freq_min_mhz"].to_numpy(), tiles["freq_max_mhz"].to_numpy(),
-                             sc["freq_min_mhz"], sc["freq_max_mhz"])]
-        if len(t):
-            best = t.loc[t["score"].idxmax()]
-            d.update(n_tiles=len(t), best_score=round(float(best["score"]), 3), best_z=round(float(best["z"]), 2),
-                     best_p=float(best["p"]), best_q=float(best["q"]), flagged=int(t["flagged"].sum()),
-                     drift_found_hz_s=round(float(best["drift_hz_s"]), 3))
-    for name in ("rfi", "rejected"):
-        df = cat[name]
-        if len(df):
-            m = (df["source_file"].astype(str).to_numpy() == sc["file"]) & _overlap(
-                df["freq_min_mhz"].to_numpy(float), df["freq_max_mhz"].to_numpy(float),
-                sc["freq_min_mhz"], sc["freq_max_mhz"], tol_mhz)
-            if m.any():
-                r = df[m].iloc[0]
-                d[f"in_{name}"] = {"reason": str(r["reason"]), "n_on_scans": int(r["n_on_scans"]),
-                                   "n_tiles": int(r["n_tiles"]), "score": round(float(r["score"]), 3)}
-    return d
-
-
-def summarise(ev: dict) -> dict:
-    """Recall tables and the target checks."""
-    sigs = ev["signals"]
-
-    def rec(group):
-        scan = sum(s["hits"] for s in group) / max(1, sum(s["n_on"] for s in group))
-        anyr = sum(s["hits"] > 0 for s in group) / max(1, len(group))
-        return {"n": len(group), "recall_scan": round(scan, 3), "recall_any": round(anyr, 3)}
-
-    by = {}
-    for key in ("snr", "kind", "drift"):
-        groups = defaultdict(list)
-        for s in sigs:
-            groups[s[key]].append(s)
-        by[key] = {str(int(k) if key == "snr" else k): rec(v) for k, v in sorted(groups.items())}
-    hi = [s for s in sigs if s["snr"] >= 25]
-    mid = [s for s in sigs if 12 <= s["snr"] <= 16]
-    r_hi, r_mid = rec(hi)["recall_scan"], rec(mid)["recall_scan"]
-    checks = {"recall_snr_ge_25": [r_hi, r_hi >= TARGETS["recall_snr_ge_25"]],
-              "recall_snr_12_16": [r_mid, r_mid >= TARGETS["recall_snr_12_16"]],
-              "false_per_gb": [round(ev["false_per_gb"], 2), ev["false_per_gb"] <= TARGETS["false_per_gb"]],
-              "rfi_leaked": [len(ev["rfi_leaked"]), not ev["rfi_leaked"]]}
-    return {"overall": rec(sigs), "by": by, "targets": checks}
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -456,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nfpc", type=int, help="fine channels per coarse channel (default 16384; --quick 8192)")
     p.add_argument("--n-coarse", type=int, default=4, help="coarse channels per file (default 4)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--line-search", action="store_true", help="ours with the cadence line search (`seti-auditor run --line-search`)")
     p.add_argument("--tol-hz", type=float, default=1000.0, help="frequency tolerance of a match (Hz)")
     p.add_argument("--no-rescore", action="store_true",
                    help="skip the timed re-run of our score flow (--quick skips it too)")
@@ -490,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         startup = startup_time(env, root)
 
         log("[detection] ours: seti-auditor run (ingest, train, score)")
-        run_wall, run_text = run_cli(["run", str(archive), "--workdir", str(work)], env, root / "run.log")
+        extra = ["--line-search"] if args.line_search else []
+        run_wall, run_text = run_cli(["run", str(archive), "--workdir", str(work), *extra], env, root / "run.log")
         cat_ours, tiles_ours = read_catalog(work), read_tiles(work)
 
         log("[detection] baseline: seti-auditor score --score mse --threshold article")
@@ -501,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_score_wall, same, rescore_text = None, None, ""
         if not (args.no_rescore or args.quick):
             log("[detection] ours again, score flow only")
-            ours_score_wall, rescore_text = run_cli(["score", "--workdir", str(work)], env, root / "rescore.log")
+            ours_score_wall, rescore_text = run_cli(["score", "--workdir", str(work), *extra], env, root / "rescore.log")
             again = read_catalog(work)["candidates"]
             cols = ["source_file", "freq_min_mhz", "freq_max_mhz", "score", "n_on_scans"]
             same = bool(len(again) == len(cat_ours["candidates"])

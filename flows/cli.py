@@ -27,6 +27,8 @@ def _tile(text: str) -> tuple[int, int]:
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", help="scheduler of an existing Dask cluster (tcp://HOST:PORT); "
                    "needs PREFECT_API_URL pointing at a Prefect server")
+    p.add_argument("--cluster-config", metavar="FILE", help="cluster spec, YAML or TOML (infra/clusters/*.yaml): "
+                   "local, an existing scheduler, SLURM, PBS or Kubernetes; see docs/scaling.md")
     p.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
 
 
@@ -67,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="ingest, train (when needed) and score an archive")
     p.add_argument("archive_dir")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--model-policy", choices=("reuse", "retrain"), default="reuse",
-                   help="reuse the current model (train only when there is none) or retrain")
+    p.add_argument("--model-policy", choices=("auto", "reuse", "retrain"), default="auto",
+                   help="auto (default): keep the current model unless the noise of the new files drifted beyond "
+                   "the bound (seti_auditor.drift); reuse: keep it (train only when there is none); retrain")
     _add_tiling_args(p)
     _add_train_args(p)
     _add_score_args(p)
@@ -81,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     _add_score_args(p)
     _add_cluster_args(p)
+
+    p = sub.add_parser("ui", help="start a Prefect server and its UI (foreground); flows report to it via PREFECT_API_URL")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; the API has no auth)")
+    p.add_argument("--port", type=int, default=4200, help="port of the API and the UI (default 4200)")
+    p.add_argument("--database-url", help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/prefect (default: "
+                   "PREFECT_SERVER_DATABASE_CONNECTION_URL, else SQLite in PREFECT_HOME)")
     return parser
 
 
@@ -100,12 +109,22 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fdr", type=float, default=0.05, help="false discovery rate q of the tile tests (--threshold bh)")
     p.add_argument("--min-on-scans", type=int, default=2,
                    help="ON scans of a cadence that must show a candidate (a lone noise peak shows in one)")
+    p.add_argument("--line-search", action="store_true",
+                   help="also run the cadence line search: weak and fast-drifting lines followed through their "
+                        "cadence (more recall, some false alarms near strong RFI; see docs/statistics.md)")
 
 
 def _cluster(args):
+    from infra.clusters import load_cluster_spec
     from infra.runtime import ClusterConfig
 
-    return ClusterConfig(address=args.dask_address, workers=args.workers)
+    try:
+        spec = load_cluster_spec(args.cluster_config) if args.cluster_config else None
+        cfg = ClusterConfig(address=args.dask_address, workers=args.workers, spec=spec)
+        cfg.resolved()  # conflicting options fail here, before anything starts
+    except ValueError as exc:  # ClusterConfigError included: names the file and the reason
+        raise SystemExit(f"seti-auditor: {exc}") from None
+    return cfg
 
 
 def _tiling(args):
@@ -127,6 +146,7 @@ def _train_job(args):
 
 
 def _score_job(args):
+    from seti_auditor.cadence_search import LineSearchConfig
     from seti_auditor.cadence_test import CadenceConfig
     from seti_auditor.score_archive import ScoreJob
     from seti_auditor.scoring import ScoreConfig
@@ -134,9 +154,11 @@ def _score_job(args):
 
     # the line score's null is Gumbel-like (a maximum of track sums); the MSE's is not
     tail = "gumbel" if args.score == "line" else "exponential"
+    # the cadence line search follows line tracks: it belongs to the line score, not the article's baseline
+    lines = LineSearchConfig(enabled=args.score == "line" and args.line_search)
     return ScoreJob(score=ScoreConfig(score=args.score),
                     thresholds=ThresholdConfig(method=args.threshold, q=args.fdr, tail=tail),
-                    cadence=CadenceConfig(min_on_scans=args.min_on_scans))
+                    cadence=CadenceConfig(min_on_scans=args.min_on_scans), lines=lines)
 
 
 def cmd_synth(args) -> int:
@@ -218,6 +240,16 @@ def cmd_demo(args) -> int:
     return cmd_run(args, archive_dir=str(archive))
 
 
+def cmd_ui(args) -> int:
+    from infra.server import ServerConfig, serve
+
+    try:
+        serve(ServerConfig(host=args.host, port=args.port, database_url=args.database_url))  # becomes the server
+    except ValueError as exc:  # a database URL Prefect cannot use
+        print(f"seti-auditor ui: {exc}", file=sys.stderr)
+    return 2
+
+
 def print_score(summary) -> None:
     print(f"catalog: {summary.catalog}  (xarray.open_zarr(path, consolidated=False))")
     print(f"model {summary.model_version}: {summary.n_tiles} tiles scored, {summary.n_flagged} flagged; "
@@ -233,7 +265,7 @@ def print_score(summary) -> None:
 
 
 COMMANDS = {"synth": cmd_synth, "ingest": cmd_ingest, "train": cmd_train, "score": cmd_score, "run": cmd_run,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
+from flows.progress import progress_reporter
 from seti_auditor import ingest, tilestore, workdir as wd
 from seti_auditor.cadence import parse_cadence_table
 from seti_auditor.tiling import TilingConfig
@@ -40,7 +42,13 @@ def _native(row) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
 
-@flow(name="ingest", flow_run_name="ingest {archive_dir}", validate_parameters=False)
+def _run_name() -> str:
+    """``ingest ARCHIVE into WORKDIR``: the run's name in the UI."""
+    params = flow_run.parameters
+    return f"ingest {Path(params['archive_dir']).name} into {Path(params['workdir']).name}"
+
+
+@flow(name="ingest", flow_run_name=_run_name, validate_parameters=False)
 def ingest_flow(archive_dir: str, workdir: str, tiling: TilingConfig | None = None,
                 cadence_table: str | None = None, batch_size: int = 16) -> IngestSummary:
     """Tile every new or changed observation of ``archive_dir`` into ``workdir/tiles.zarr``."""
@@ -57,7 +65,7 @@ def _ingest(archive_dir: str, workdir: str, tiling: TilingConfig, cadence_table:
     logger.info("found %d observation files under %s", len(paths), archive_dir)
 
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    inspected = [row for fut in [inspect_files.submit(b, tiling, n_more=len(b) - 1) for b in batches]
+    inspected = [row for fut in [inspect_files.submit(b, tiling) for b in batches]
                  for row in fut.result()]
     table = parse_cadence_table(Path(cadence_table).read_text(), cadence_table) if cadence_table else None
     manifest = tilestore.load_manifest(store)
@@ -75,8 +83,10 @@ def _ingest(archive_dir: str, workdir: str, tiling: TilingConfig, cadence_table:
         for r in plan.regions
     ]
     failed: dict[int, str] = {}
-    for region, fut in zip(plan.regions, futures):
+    progress = progress_reporter("ingest-progress", "regions tiled", len(futures))
+    for i, (region, fut) in enumerate(zip(plan.regions, futures)):
         result = fut.result(raise_on_failure=False)
+        progress(i + 1)
         if isinstance(result, BaseException):
             failed.setdefault(region.file_id, f"{ingest.TRANSIENT}tiling failed after retries: {result}")
         elif not result["ok"]:

@@ -4,21 +4,44 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
+import dask
+import pydantic
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
+from infra.runtime import train_annotations
 from seti_auditor import workdir as wd
 from seti_auditor.training import TrainJob, TrainReport
 from tasks.train import train_vae
 
 
-@flow(name="train", flow_run_name="train {job.preset} on {workdir}", validate_parameters=False)
+def _run_name() -> str:
+    """``train PRESET VAE on WORKDIR (N epochs)``: the run's name in the UI (the version exists only after)."""
+    params = flow_run.parameters
+    job = as_job(params.get("job"))
+    return f"train {job.preset} VAE on {Path(params['workdir']).name} ({job.epochs} epochs)"
+
+
+def as_job(job: TrainJob | dict | None) -> TrainJob:
+    """The job; a deployment's parameters arrive as JSON, e.g. ``{"epochs": 5, "preset": "article"}``."""
+    if isinstance(job, dict):
+        return pydantic.TypeAdapter(TrainJob).validate_python(job)
+    return job or TrainJob()
+
+
+@flow(name="train", flow_run_name=_run_name, validate_parameters=False)
 def train_flow(workdir: str, job: TrainJob | None = None) -> TrainReport:
     """Train the auditor on the noise and RFI tiles of ``workdir/tiles.zarr``."""
-    job = job or TrainJob()
+    job = as_job(job)
     with wd.locked(workdir):
-        report = train_vae(workdir, job)
+        # on a worker of the flow's task runner (with every device of that worker: vae.train.fit),
+        # pinned to workers with the configured resources, e.g. GPU (infra.runtime.train_annotations)
+        with dask.annotate(**train_annotations()):
+            future = train_vae.submit(workdir, job)
+        report = future.result()
     _report(report)
     return report
 

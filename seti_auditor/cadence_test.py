@@ -56,7 +56,7 @@ EVENT_COLUMNS = (
     "source_file", "source_name", "file_id", "cadence_id", "scan_index", "on_source",
     "freq_min_mhz", "freq_max_mhz", "tstart_mjd", "tstop_mjd", "score", "z_score", "p_value",
     "q_value", "drift_hz_s", "peak_freq_mhz", "n_tiles", "tile_first", "tile_last", "tiles",
-    "n_on_scans", "n_off_checked", "cadence_test",
+    "n_on_scans", "n_off_checked", "cadence_test", "method",
 )  # fmt: skip
 
 _SECONDS_PER_DAY = 86400.0
@@ -106,7 +106,7 @@ def _empty_events(with_reason: bool) -> pd.DataFrame:
 
 _EVENT_DTYPES = {
     "source_file": object, "source_name": object, "cadence_id": object, "tiles": object,
-    "cadence_test": object, "reason": object, "file_id": "int64", "scan_index": "int64",
+    "cadence_test": object, "reason": object, "method": object, "file_id": "int64", "scan_index": "int64",
     "on_source": bool, "n_tiles": "int64", "tile_first": "int64", "tile_last": "int64",
     "n_on_scans": "int64", "n_off_checked": "int64",
 }  # fmt: skip
@@ -116,7 +116,7 @@ def _block_key(tiles: pd.DataFrame) -> pd.Series:
     return tiles["tstart_mjd"].round(_TIME_DECIMALS)
 
 
-def _broadband_mask(tiles: pd.DataFrame, cfg: CadenceConfig) -> pd.Series:
+def broadband_mask(tiles: pd.DataFrame, cfg: CadenceConfig) -> pd.Series:
     """Flagged tiles of (file, time block) groups that are mostly flagged."""
     key = [tiles["file_id"], _block_key(tiles)]
     n_all = tiles.groupby(key)["flagged"].transform("size")
@@ -153,7 +153,7 @@ def _event_row(run: pd.DataFrame) -> dict:
         "t_peak_mjd": 0.5 * float(best["tstart_mjd"] + best["tstop_mjd"]),
         "n_tiles": int(tiles.size), "tile_first": int(tiles[0]), "tile_last": int(tiles[-1]),
         "tiles": ",".join(map(str, tiles)),
-        "n_on_scans": -1, "n_off_checked": 0, "cadence_test": "n/a",
+        "n_on_scans": -1, "n_off_checked": 0, "cadence_test": "n/a", "method": "tile",
     }  # fmt: skip
 
 
@@ -292,7 +292,7 @@ def _cadence_scans(tiles: pd.DataFrame, usable: pd.Series) -> dict[str, dict[int
     return out
 
 
-def _sorted(df: pd.DataFrame, with_reason: bool) -> pd.DataFrame:
+def sort_events(df: pd.DataFrame, with_reason: bool) -> pd.DataFrame:
     cols = list(EVENT_COLUMNS) + (["reason"] if with_reason else [])
     if df.empty:
         return _empty_events(with_reason)
@@ -325,7 +325,7 @@ def cadence_test(
     tiles = tiles.reset_index(drop=True)
     tiles = tiles.assign(cadence_id=tiles["cadence_id"].fillna("").astype(str))
     flagged = tiles["flagged"].astype(bool)
-    broadband = _broadband_mask(tiles, cfg)
+    broadband = broadband_mask(tiles, cfg)
     usable = flagged & ~broadband
 
     bb = tiles[broadband]
@@ -356,9 +356,9 @@ def cadence_test(
     candidates += merge_in_time(pd.DataFrame(lone), cfg).to_dict("records") if lone else []
     logger.info("%d candidates, %d rfi, %d rejected", len(candidates), len(rfi), len(rejected))
     return (
-        _sorted(pd.DataFrame(candidates), False),
-        _sorted(pd.DataFrame(rfi), True),
-        _sorted(pd.DataFrame(rejected), True),
+        sort_events(pd.DataFrame(candidates), False),
+        sort_events(pd.DataFrame(rfi), True),
+        sort_events(pd.DataFrame(rejected), True),
     )
 
 

@@ -21,15 +21,34 @@ Publishing: the whole new store is built aside in a sibling temporary directory
 (new version under ``versions/<v>``, the same content at its root, older
 versions hard-linked from the current store, files never rewritten in place),
 then swapped in with two ``os.rename`` calls (current -> trash, new -> current)
-and the trash removed. A reader therefore sees the complete old store, the
-complete new one, or, for the instant between the two renames, no store
-(:func:`open_catalog` retries that briefly); never a half-written root. Writing
-the same ``model_version`` again replaces that version's content exactly;
-nothing is appended. One writer at a time is assumed (the flow's catalog step).
+and the trash removed. A published store is never modified, only replaced, so
+:func:`open_catalog` reads one store whole: it loads eagerly and retries when the
+store directory was swapped while it read (its inode changed), and during the
+instant between the two renames it waits, then falls back to the trash (the
+previous complete store). A writer killed at any point leaves either the old
+store or the new one current: the next :func:`write_catalog` removes half-built
+temporaries and, when killed between the two renames, restores the old store
+(the new version is then absent, and the rerun writes it again). Writing the
+same ``model_version`` again replaces that version's content exactly; nothing is
+appended by :func:`write_catalog`. One writer at a time is assumed (the flow's
+catalog step, under the workdir lock).
+
+Appending (incremental runs): :func:`append_rows` adds rows at the end of the
+``candidate`` dimension of the *current* version (its root and ``versions/<v>``
+nodes alike) and replaces the version's attributes. It publishes the same way:
+the new store is the current one hard-linked file by file, the files the append
+must change (array and group metadata, and the last, partly filled chunk of each
+array) are copied before they are written, and the new rows are written beyond
+the old length; the swap is the commit. Chunks holding only earlier rows stay the
+very same files (same inodes); the one partly filled chunk of an array is copied
+and completed, its earlier rows carried over unchanged. A reader sees the old row
+count or the new one, never a mix. The caller records each append (its row ranges)
+in the version's attributes (``batches``).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -41,10 +60,12 @@ import uuid
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
 logger = logging.getLogger(__name__)
 
 STORE_NAME = "catalog.zarr"
+_OPEN_TRIES = 40  # attempts of open_catalog, 50 ms apart, while a publish swaps the store
 DIM = "candidate"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _STRING = np.dtypes.StringDType()
@@ -135,7 +156,7 @@ def _existing_versions(path: str) -> list[str]:
     if not os.path.isdir(path):
         return []
     try:
-        with xr.open_zarr(path, consolidated=False) as ds:
+        with xr.open_zarr(path, consolidated=False, zarr_format=3) as ds:
             attrs = dict(ds.attrs)
     except (OSError, ValueError, KeyError):
         return []
@@ -173,6 +194,7 @@ def write_catalog(
     if not _VERSION_RE.match(model_version):
         raise ValueError(f"model_version {model_version!r} must match {_VERSION_RE.pattern}")
     path = store_path(workdir_or_store_path).rstrip("/")
+    _recover(path)
     versions = _existing_versions(path)
     if model_version not in versions:
         versions.append(model_version)
@@ -210,6 +232,33 @@ def _publish(tmp: str, path: str, token: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _siblings(path: str, kind: str) -> list[str]:
+    """Temporary (``kind="tmp"``) or trash (``"old"``) directories of ``path``, oldest first."""
+    pattern = os.path.join(glob.escape(os.path.dirname(path)), f".{glob.escape(os.path.basename(path))}.{kind}-*")
+    found = []
+    for p in glob.glob(pattern):
+        try:
+            found.append((os.stat(p).st_mtime_ns, p))
+        except FileNotFoundError:
+            continue
+    return [p for _, p in sorted(found)]
+
+
+def _recover(path: str) -> None:
+    """Undo what a killed writer left behind (called by the single writer before it writes).
+
+    Killed between the two renames of :func:`_publish`: no store, a complete trash; the
+    trash (the old store) is put back. Killed while building or after the swap: stale
+    temporaries or trash beside a complete store; they are removed.
+    """
+    trash = _siblings(path, "old")
+    if not os.path.exists(path) and trash:
+        os.rename(trash.pop(), path)
+        logger.warning("catalog %s: restored the previous store after an interrupted publish", path)
+    for stale in trash + _siblings(path, "tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -232,22 +281,206 @@ def open_catalog(
     xarray.Dataset
         Loaded into memory, with JSON attributes decoded.
     """
-    store = store_path(path)
+    store = store_path(path).rstrip("/")
     parts = ([f"versions/{version}"] if version else []) + ([group] if group else [])
     node = "/".join(parts) or None
-    for attempt in range(20):  # the store is absent only between the two renames of a publish
+    for attempt in range(_OPEN_TRIES):
+        # absent only between the two renames of a publish; after that, a killed writer's trash
+        source = store if os.path.exists(store) or attempt < _OPEN_TRIES // 2 else next(
+            reversed(_siblings(store, "old")), store)
+        before = _inode(source)
         try:
-            with xr.open_zarr(store, group=node, consolidated=False) as ds:
+            with xr.open_zarr(source, group=node, consolidated=False, zarr_format=3) as ds:
                 loaded = ds.load()
-            break
-        except FileNotFoundError:
-            if attempt == 19 or not os.path.exists(os.path.dirname(os.path.abspath(store))):
+        except Exception:  # noqa: BLE001 - a store swapped while read mixes two versions: read again
+            if before is not None and _inode(source) == before or attempt == _OPEN_TRIES - 1 or not os.path.exists(
+                    os.path.dirname(os.path.abspath(store))):
                 raise
-            time.sleep(0.05)
+        else:
+            if before is not None and _inode(source) == before:  # no swap while reading: one store, whole
+                break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(f"{store}: the catalog kept changing while it was read")
     loaded.attrs = decode_attrs(loaded.attrs)
     return loaded
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def list_versions(path: str | os.PathLike) -> list[str]:
     """Version ids in the store, in first-write order."""
     return _existing_versions(store_path(path))
+
+
+# --------------------------------------------------------------------------- appending (incremental runs)
+
+GROUPS = ("candidates", "rfi", "rejected")  # the three tables of a version; "candidates" is the node itself
+
+
+def version_attrs(path: str | os.PathLike, version: str | None = None) -> dict | None:
+    """Decoded attributes of ``version`` (None: the current one), or None when absent; no rows are read."""
+    store = store_path(path).rstrip("/")
+    node = f"versions/{version}" if version else ""
+    try:
+        group = zarr.open_group(store, path=node, mode="r", zarr_format=3)
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
+        return None
+    return decode_attrs(dict(group.attrs))
+
+
+def current_version(path: str | os.PathLike) -> str | None:
+    """The version the store's root holds; None when there is no catalog."""
+    attrs = version_attrs(path)
+    return None if attrs is None else attrs.get("current_version", attrs.get("model_version"))
+
+
+def _node(base: str | None, table: str) -> str:
+    parts = [p for p in (base, None if table == "candidates" else table) if p]
+    return "/".join(parts)
+
+
+def _fill(dtype: np.dtype, n: int) -> np.ndarray:
+    """Values of a column a row does not have: NaN, -1, False or ""."""
+    if dtype.kind in "OTUS":
+        return np.array([""] * n, dtype=_STRING)
+    if dtype.kind == "f":
+        return np.full(n, np.nan, dtype)
+    if dtype.kind == "b":
+        return np.zeros(n, bool)
+    return np.full(n, -1, dtype)
+
+
+def _as_dtype(name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in the stored column's dtype; refuses a cast that would change a value."""
+    if dtype.kind in "OTUS":
+        return np.array([str(v) for v in values], dtype=_STRING)
+    if values.dtype.kind == "f" and dtype.kind in "iub":
+        finite = np.isfinite(values)
+        if not (finite.all() and np.array_equal(values, np.round(values))):
+            raise ValueError(f"catalog column {name!r}: cannot append non-integer values to a {dtype} column")
+    return values.astype(dtype)
+
+
+def _unshare(path: str) -> None:
+    """Give a hard-linked file its own copy, so that writing it leaves the published store untouched."""
+    if os.path.isfile(path) and os.stat(path).st_nlink > 1:
+        tmp = f"{path}.unshare-{uuid.uuid4().hex[:8]}"
+        shutil.copy2(path, tmp)
+        os.replace(tmp, path)
+
+
+def _unshare_metadata(node_dir: str, skip: str | None) -> None:
+    """Unshare every ``zarr.json`` of a node and its children (``skip``: a child folder left alone)."""
+    for folder, dirs, files in os.walk(node_dir):
+        if folder == node_dir and skip in dirs:
+            dirs.remove(skip)
+        if "zarr.json" in files:
+            _unshare(os.path.join(folder, "zarr.json"))
+
+
+def _append_node(root: str, node: str, frame: pd.DataFrame) -> tuple[int, int]:
+    """Append ``frame`` to the arrays of one node of the (private, hard-linked) store at ``root``.
+
+    Returns the ``[start, stop)`` rows it added. Columns the node lacks are added (earlier rows
+    get the fill value); columns the frame lacks get the fill value in the new rows.
+    """
+    group = zarr.open_group(root, path=node, mode="r+", zarr_format=3)
+    arrays = dict(group.arrays())
+    lengths = {int(a.shape[0]) for a in arrays.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"{root}/{node}: arrays of different lengths {sorted(lengths)}; the catalog is damaged")
+    n_old, m = (lengths.pop() if lengths else 0), len(frame)
+    if m == 0:
+        return n_old, n_old
+    columns = {str(c): _column_array(frame[c]) for c in frame.columns}
+    node_dir = os.path.join(root, node)
+    if n_old == 0:  # no earlier rows: write the node's arrays afresh (chunked for these rows, not for zero)
+        for name, arr in arrays.items():
+            columns.setdefault(name, _fill(arr.dtype, m))
+            del group[name]
+        xr.Dataset({k: (DIM, v) for k, v in columns.items()}).to_zarr(
+            root, group=node or None, mode="a", consolidated=False, zarr_format=3)
+        return 0, m
+    for name, arr in arrays.items():
+        values = _as_dtype(name, columns.pop(name, _fill(arr.dtype, m)), arr.dtype)
+        chunk = int(arr.chunks[0])
+        _unshare(os.path.join(node_dir, name, "zarr.json"))
+        for k in range(n_old // chunk, -(-(n_old + m) // chunk)):  # chunks the new rows fall in
+            _unshare(os.path.join(node_dir, name, "c", str(k)))
+        arr.resize((n_old + m,))
+        arr[n_old:] = values
+    if columns:  # new columns: whole arrays of their own (fill values for the earlier rows)
+        extra = {k: (DIM, np.concatenate([_fill(v.dtype, n_old).astype(v.dtype), v])) for k, v in columns.items()}
+        xr.Dataset(extra).to_zarr(root, group=node or None, mode="a", consolidated=False, zarr_format=3)
+    return n_old, n_old + m
+
+
+def append_rows(
+    workdir_or_store_path: str | os.PathLike,
+    candidates_df: pd.DataFrame,
+    rfi_df: pd.DataFrame,
+    rejected_df: pd.DataFrame,
+    *,
+    attrs: dict,
+    model_version: str,
+) -> dict[str, tuple[int, int]]:
+    """Append rows to the current catalog version, without rewriting its earlier rows.
+
+    Parameters
+    ----------
+    workdir_or_store_path : path
+        The work directory or the store.
+    candidates_df, rfi_df, rejected_df : pandas.DataFrame
+        The new rows of the three tables (zero rows allowed); the caller removes duplicates.
+    attrs : dict
+        The version's attributes after the append (they replace the earlier ones; the
+        bookkeeping ``model_version``, ``current_version``, ``catalog_versions`` is kept).
+    model_version : str
+        Must be the current version: appends go to the current version only.
+
+    Returns
+    -------
+    dict
+        ``{"candidates": (start, stop), "rfi": ..., "rejected": ...}``: the rows added to each table.
+    """
+    path = store_path(workdir_or_store_path).rstrip("/")
+    _recover(path)
+    current = current_version(path)
+    if current != model_version:
+        raise ValueError(f"{path}: appends go to the current catalog version ({current}), not {model_version!r}")
+    versions = _existing_versions(path)
+    frames = {"candidates": candidates_df, "rfi": rfi_df, "rejected": rejected_df}
+    token = uuid.uuid4().hex[:12]
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{token}")
+    added: dict[str, dict[str, tuple[int, int]]] = {}
+    try:
+        _link_tree(path, tmp)
+        for base in (None, f"versions/{model_version}"):
+            _unshare_metadata(os.path.join(tmp, base or ""), skip="versions" if base is None else None)
+        for base, node_attrs in ((None, {**attrs, "model_version": model_version, "current_version": model_version,
+                                          "catalog_versions": versions}),
+                                 (f"versions/{model_version}", {**attrs, "model_version": model_version})):
+            added[base or ""] = {t: _append_node(tmp, _node(base, t), frames[t]) for t in GROUPS}
+            zarr.open_group(tmp, path=base or "", mode="r+", zarr_format=3).attrs.put(encode_attrs(node_attrs))
+        if added[""] != added[f"versions/{model_version}"]:
+            raise RuntimeError(f"{path}: the root and versions/{model_version} differ in length: damaged")
+        _publish(tmp, path, token)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    rows = added[""]
+    logger.info("catalog %s: version %s, appended %s", path, model_version,
+                {t: b - a for t, (a, b) in rows.items()})
+    return rows
+
+
+def version_frames(path: str | os.PathLike, version: str | None = None) -> dict[str, pd.DataFrame]:
+    """The three tables of a version as DataFrames (rows in stored order)."""
+    return {t: open_catalog(path, version, group=None if t == "candidates" else t).to_dataframe().reset_index(drop=True)
+            for t in GROUPS}

@@ -7,17 +7,35 @@ Three steps, each a plain function:
   is new, changed or unchanged, groups cadences and allocates chunk-aligned tile ranges;
 * :func:`ingest_region` reads one channel region of one file, normalises and tiles it and
   writes its chunk-aligned region of the store.
+
+Interrupted runs. The manifest is committed at the end of an ingest run, so a run killed
+half-way leaves tiles in the store that no manifest row owns. The next run allocates its
+files from the end of the last committed range (the same ranges again when the archive is
+the same) and invalidates whatever lies beyond, so no orphan tile is ever counted twice.
+A region whose write completed is recorded by an empty marker file in
+``<store>.regions/`` (named by its tile range and a digest of the file's content, its
+manifest row and the tiling); a rerun that plans the same region skips it when the store
+still holds it (its coordinates match), so completed regions are not redone.
+
+Files that change on disk: every row records ``stat_key`` (device, inode, size and
+modification time) when the file is hashed; a file whose key changes during hashing,
+before its data are read or while they are read is rejected with a transient reason, and
+the next run takes it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zarr
 
 from seti_auditor import formats, tilestore
 from seti_auditor.cadence import CadenceSlot, GroupingConfig, ScanInfo, UNASSIGNED, group_cadences
@@ -44,9 +62,13 @@ def inspect_file(path: str | os.PathLike, cfg: TilingConfig) -> dict:
     row = {name: _default(dtype) for name, dtype in tilestore.MANIFEST_COLUMNS.items()}
     row.update(path=str(path.resolve()), name=path.name, status=INGESTED)
     try:
+        before = stat_key(path)
         row["size_bytes"] = path.stat().st_size
         row["content_hash"] = tilestore.content_hash(path)
         header = formats.read_header(path)
+        if stat_key(path) != before:
+            raise InputFileError(path, f"{TRANSIENT}file changed while it was being inspected")
+        row["stat_key"] = before
         plan = plan_tiles(cfg, header)
         if plan.n_tiles == 0:
             raise InputFileError(
@@ -69,6 +91,12 @@ def inspect_file(path: str | os.PathLike, cfg: TilingConfig) -> dict:
         coarse_width=plan.coarse,
     )
     return row
+
+
+def stat_key(path: str | os.PathLike) -> str:
+    """``device:inode:size:mtime_ns`` of a file: changes when it is rewritten or replaced."""
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _default(dtype):
@@ -117,13 +145,23 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
     Idempotent: a file whose path and content hash already appear as ingested, or as
     rejected for a reason in its content, is skipped; a file whose content changed
     supersedes its earlier row; files rejected for a transient reason are retried (their row
-    is replaced). New ranges are appended after ``capacity``, on chunk boundaries.
+    is replaced). An observation is ingested once, whatever its path: a file whose content is
+    already ingested from a path that is not among ``inspected`` (the archive moved, or the
+    file came again in another archive) counts as unchanged; a second copy within the inputs
+    is rejected as a copy of the first.
+
+    New ranges follow the last range the manifest records, on chunk boundaries; tiles between
+    there and ``capacity`` (the store's length) were written by an interrupted run that never
+    committed its manifest: the new files take their place (the same ranges when the archive
+    is the same), and the rest is returned in ``superseded_ranges`` to be invalidated.
     """
     manifest = manifest.copy().reset_index(drop=True)
     current = {(r.path, r.content_hash): i for i, r in manifest.iterrows() if r.status == INGESTED}
     known_bad = {(r.path, r.content_hash) for r in manifest.itertuples()
                  if r.status == REJECTED and r.content_hash and not r.reason.startswith(TRANSIENT)}
     live_by_path = {r.path: i for i, r in manifest.iterrows() if r.status == INGESTED}
+    by_content = {r.content_hash: r for r in manifest.itertuples() if r.status == INGESTED}
+    inputs = {row["path"] for row in inspected}
     unchanged, superseded, new_rows = [], [], []
     for row in inspected:
         key = (row["path"], row["content_hash"])
@@ -132,6 +170,14 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
             continue
         if key in known_bad:
             continue
+        same = by_content.get(row["content_hash"]) if row["status"] == INGESTED else None
+        if same is not None and same.path not in inputs:  # moved, or met again in another archive
+            unchanged.append(row["name"])
+            continue
+        if same is not None:  # two copies of one observation among the inputs
+            row = {**row, "status": REJECTED, "reason": f"same content as {same.name} (a copy; ingested once)"}
+        elif row["status"] == INGESTED:
+            by_content[row["content_hash"]] = types.SimpleNamespace(path=row["path"], name=row["name"])
         if row["status"] == INGESTED and row["path"] in live_by_path:
             old = live_by_path[row["path"]]
             manifest.loc[old, ["status", "reason"]] = [SUPERSEDED, f"content changed to {row['content_hash']}"]
@@ -139,6 +185,9 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
         manifest = manifest[~((manifest.path == row["path"]) & (manifest.status == REJECTED))]
         new_rows.append(row)
     manifest = manifest.reset_index(drop=True)
+    store_length = capacity
+    stops = manifest["tile_stop"].to_numpy()
+    capacity = int(max(0, stops.max())) if stops.size else 0  # end of the ranges the manifest owns
     first_new = len(manifest)
     manifest = pd.concat([manifest, pd.DataFrame(new_rows, columns=manifest.columns)], ignore_index=True) \
         if new_rows else manifest
@@ -162,6 +211,8 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
             regions.append(Region(i, row.path, f0, f1, capacity + f0 * plan.n_time_tiles))
         capacity += padded
         new_files.append(i)
+    if store_length > capacity:  # orphans of an interrupted run beyond the new ranges
+        superseded.append((capacity, store_length))
     return IngestPlan(manifest, regions, capacity, new_files, unchanged, superseded, cadence_updates)
 
 
@@ -217,19 +268,33 @@ def region_coords(row, plan: FilePlan, f0: int, f1: int, file_id: int, n_premask
 
 
 def ingest_region(store: str | os.PathLike, row, region: Region, cfg: TilingConfig) -> int:
-    """Tile one region of one file into the store; returns the number of tiles written.
+    """Tile one region of one file into the store; returns the number of tiles in it.
 
+    A region this store already holds from an interrupted run (same file content, manifest
+    row and tiling; see the module docstring) is not read or written again.
     Raises :class:`InputFileError` naming the file when its data cannot be read or
-    normalised (all non-finite, constant, changed on disk since inspection).
+    normalised (all non-finite, constant, changed on disk since inspection or while read).
     """
     path = Path(region.path)
+    digest = region_digest(row, region, cfg)
+    planned = plan_from_row(row, cfg)
+    n_real = (region.f1 - region.f0) * planned.n_time_tiles
+    stop = region.tile_start + -(-n_real // cfg.chunk_tiles) * cfg.chunk_tiles
+    if _region_done(store, region, stop, digest, row, planned):
+        log.info("%s: tiles %d-%d already in the store, not redone", path.name, region.tile_start, stop)
+        return n_real
     try:
+        before = stat_key(path)
+        if getattr(row, "stat_key", "") and before != row.stat_key:
+            raise InputFileError(path, f"{TRANSIENT}file changed on disk since it was inspected")
         header = formats.read_header(path)
         if int(header["nchans"]) != int(row.nchans) or int(header["nsamples"]) != int(row.nints):
             raise InputFileError(path, "file changed on disk since it was inspected (shape differs)")
         plan = plan_tiles(cfg, header)
         c0, c1 = plan.channel_span(region.f0, region.f1)
         data_TxF = formats.read_channels(path, c0, c1)
+        if stat_key(path) != before:
+            raise InputFileError(path, f"{TRANSIENT}file changed while it was being read")
         tiles_NxTxF = tiles_for_region(data_TxF, c0, plan, region.f0, region.f1)
     except UnusableDataError as exc:
         raise InputFileError(path, str(exc)) from None
@@ -238,8 +303,53 @@ def ingest_region(store: str | os.PathLike, row, region: Region, cfg: TilingConf
     n_masked, max_abs = tile_stats(tiles_NxTxF, cfg.premask_sigma)
     coords = region_coords(row, plan, region.f0, region.f1, region.file_id, n_masked, max_abs)
     tiles_NxTxF, coords = tilestore.pad_region(tiles_NxTxF, coords, cfg)
+    _drop_markers(store, region.tile_start, region.tile_start + tiles_NxTxF.shape[0])
     tilestore.write_region(store, region.tile_start, tiles_NxTxF, coords, cfg)
+    _markers_dir(store).mkdir(exist_ok=True)
+    (_markers_dir(store) / f"{region.tile_start}-{region.tile_start + tiles_NxTxF.shape[0]}-{digest}").touch()
     return int(n_masked.size)
+
+
+# ------------------------------------------------------------------------ completed regions
+
+
+def _markers_dir(store: str | os.PathLike) -> Path:
+    return Path(f"{os.fspath(store).rstrip('/')}.regions")
+
+
+def region_digest(row, region: Region, cfg: TilingConfig) -> str:
+    """What a region's tiles depend on: the file's content, its manifest row, the region, the tiling."""
+    fields = {name: getattr(row, name) for name in tilestore.MANIFEST_COLUMNS if name not in ("status", "reason")}
+    what = {"row": fields, "region": dataclasses.asdict(region), "tiling": dataclasses.asdict(cfg)}
+    text = json.dumps(what, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _drop_markers(store: str | os.PathLike, start: int, stop: int) -> None:
+    """Forget completed regions overlapping tiles ``[start, stop)`` (about to be overwritten)."""
+    folder = _markers_dir(store)
+    if not folder.is_dir():
+        return
+    for marker in folder.iterdir():
+        a, b, _ = marker.name.split("-", 2)
+        if int(a) < stop and start < int(b):
+            marker.unlink(missing_ok=True)
+
+
+def _region_done(store, region: Region, stop: int, digest: str, row, plan: FilePlan) -> bool:
+    """A marker for exactly this region and digest, and the store still holds it (not invalidated since)."""
+    if not (_markers_dir(store) / f"{region.tile_start}-{stop}-{digest}").exists():
+        return False
+    g = zarr.open_group(os.fspath(store), mode="r")
+    sl = slice(region.tile_start, stop)
+    n_real = (region.f1 - region.f0) * plan.n_time_tiles
+    expect = region_coords(row, plan, region.f0, region.f1, region.file_id, None, None)
+    valid = np.asarray(g["valid"][sl])
+    return bool(valid[:n_real].all() and not valid[n_real:].any()
+                and np.array_equal(np.asarray(g["file_id"][sl])[:n_real], expect["file_id"])
+                and np.array_equal(np.asarray(g["chan_start"][sl])[:n_real], expect["chan_start"])
+                and np.array_equal(np.asarray(g["time_start"][sl])[:n_real], expect["time_start"])
+                and [str(v) for v in np.asarray(g["source_file"][sl])[:n_real]] == [str(v) for v in expect["source_file"]])
 
 
 def cadence_coords(row) -> dict[str, np.ndarray]:

@@ -5,7 +5,8 @@ training selection, calibration) plus the null scores of the held-out noise tile
 (``null_scores.npz``: plain arrays, no pickles) that the score flow turns into p-values.
 A new model is written aside, renamed to its version, and only then becomes current by an
 atomic swap of the ``W/model`` link: a reader never sees a half-written model, and earlier
-models stay readable under ``W/models/``.
+models stay readable under ``W/models/``. A writer killed half-way leaves ``W/models/.tmp-<pid>``
+(never read; removed by the next publish) and the previous model current.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def publish(workdir: str | os.PathLike, model, cfg, *, selection, calibration, e
     root = Path(workdir)
     models = root / MODELS
     models.mkdir(parents=True, exist_ok=True)
+    for stale in models.glob(".tmp-*"):  # half-written models of killed runs (one writer: the workdir lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{CURRENT}.tmp-*"):
+        stale.unlink(missing_ok=True)
     tmp = models / f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     version = save_model(tmp, model, cfg, selection=selection, calibration=calibration, extra=extra)
     np.savez(tmp / NULL_FILE, **{k: np.asarray(v) for k, v in null_scores.items()})
     final = models / version

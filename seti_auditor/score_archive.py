@@ -31,7 +31,10 @@ import zarr
 
 from seti_auditor import __version__, modeldir, scorestore, tilestore
 from seti_auditor.audit import audit_tiles, right_neighbours
-from seti_auditor.cadence_test import CadenceConfig
+from seti_auditor import cadence_lines
+from seti_auditor.cadence_search import LineSearchConfig, overlaps, decide_lines, line_events, merge_lines, seeds
+from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
+from seti_auditor.drift import DriftConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, decide
 from seti_auditor.training import score_selection
@@ -48,6 +51,7 @@ class ScoreJob:
     # candidates are then controlled by the cadence test (a consistent line in two ON scans, none in the OFFs)
     thresholds: ThresholdConfig = ThresholdConfig(q=0.05)
     cadence: CadenceConfig = CadenceConfig(min_on_scans=2)  # event merging, RFI rules and the ON/OFF test
+    lines: LineSearchConfig = LineSearchConfig()  # the cadence line search (weak lines followed through a cadence)
     band_mhz: float = 50.0  # width of the frequency bands calibrated separately (MHz)
     tiles_per_task: int = 4096  # tiles one scoring task handles (rounded to whole chunks)
     q_report: float = 0.2  # q-values are computed for tiles with p <= q_report (BH needs no more)
@@ -220,6 +224,9 @@ def tile_table(workdir: str) -> pd.DataFrame:
         "flagged": band_col("flagged").astype(bool),
         "drift_hz_s": drift_to_hz_s(band_col("drift_chan"), foff, tsamp),
         "peak_freq_mhz": chan_to_freq_mhz(centre, fch1 + tile_col("chan_start") * foff, foff),
+        "foff_mhz": foff,
+        "tsamp_s": tsamp,
+        "tile_freq0_mhz": fch1 + tile_col("chan_start") * foff,
     })
 
 
@@ -232,3 +239,263 @@ def region_pvalues(workdir: str, start: int, stop: int, q_report: float) -> dict
     sb = p.shape[1]
     return {"start": start, "n_valid": int(valid.sum()) * sb, "kept_tile": start * sb + np.flatnonzero(keep.ravel()),
             "kept_p": p[keep]}
+
+
+# --------------------------------------------------------------------------- the cadence line search
+
+
+@dataclasses.dataclass(frozen=True)
+class LinePlan:
+    """What the cadence line search follows (small: seeds and the cadences' rows, no pixels)."""
+
+    seeds: pd.DataFrame  # seed rows of the tile table (with a ``seed`` id)
+    cadences: dict[str, pd.DataFrame]  # cadence_id -> its rows of the tile table (those with seeds)
+    m_tests: int  # ON rows of cadences: the number of tests of the combined BH step
+
+
+def plan_lines(table: pd.DataFrame, job: ScoreJob) -> LinePlan:
+    """Seeds of the cadence line search from the tile table, and the rows of their cadences."""
+    t = table.reset_index(drop=True)
+    t = t.assign(cadence_id=t["cadence_id"].fillna("").astype(str))
+    seed_rows = seeds(t, broadband_mask(t, job.cadence), job.lines)
+    in_cad = t[(t["cadence_id"] != "") & (t["scan_index"] >= 0)]
+    cads = {c: g for c, g in in_cad.groupby("cadence_id", sort=True) if c in set(seed_rows["cadence_id"])}
+    m = int(in_cad["on_source"].astype(bool).sum())
+    return LinePlan(seed_rows, cads, m)
+
+
+def follow_lines(workdir: str, version: str, rows: pd.DataFrame, seed_rows: pd.DataFrame, m_tests: int, n_seeds: int,
+                 job: ScoreJob) -> pd.DataFrame:
+    """Measure the lines of one cadence's seeds in the blocks of the cadence (``rows``: its tile-table rows)."""
+    return cadence_lines.follow_cadence(workdir, version, rows, seed_rows, m_tests, n_seeds, job.lines, job.score)
+
+
+def finish_lines(plan: LinePlan, measured: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
+                 rejected: pd.DataFrame, job: ScoreJob) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Decide the lines and merge them into the tile-level events; returns the three tables and counts."""
+    lines, rows = decide_lines(plan.seeds, measured, plan.m_tests, job.lines)
+    counts = {"seeds": len(plan.seeds), "measured": len(measured), "lines": len(lines), "m": plan.m_tests}
+    if lines.empty:
+        return candidates, rfi, rejected, counts
+    counts.update({k: int((lines["verdict"] == k).sum()) for k in ("pass", "in_off", "few_on_scans", "not_significant")})
+    events = line_events(rows, plan.seeds)
+    verdict = rows["verdict"].to_numpy().copy()
+    # a line row lying on a tile-level RFI event of its own scan (a line in the OFF scans, or in all
+    # six) is that RFI seen along another track: the whole line goes to the RFI table
+    narrow_rfi = rfi[rfi["reason"] != "broadband"] if not rfi.empty else rfi
+    on_rfi = np.array([bool(overlaps(ev, narrow_rfi).any()) for _, ev in events.iterrows()], bool)
+    bad_seeds = set(rows.loc[on_rfi & (verdict == "pass"), "seed"])
+    verdict[rows["seed"].isin(bad_seeds).to_numpy() & (verdict == "pass")] = "on_rfi"
+    counts["on_rfi"] = len(bad_seeds)
+    passing = events[verdict == "pass"] if not events.empty else events
+    before = len(candidates)
+    candidates, rejected = merge_lines(candidates, rejected, passing)
+    counts["added"] = len(candidates) - before
+    vetoed = events[np.isin(verdict, ("in_off", "on_rfi"))].assign(
+        cadence_test="fail", reason=np.where(verdict[np.isin(verdict, ("in_off", "on_rfi"))] == "in_off", "line_in_off", "line_on_rfi"))
+    if not vetoed.empty:
+        rfi = pd.concat([rfi, vetoed], ignore_index=True)
+    return sort_events(candidates, False), sort_events(rfi, True), sort_events(rejected, True), counts
+
+
+# --------------------------------------------------------------------------- incremental runs
+
+INCREMENT_MODES = ("full", "append", "unchanged")
+
+
+@dataclasses.dataclass(frozen=True)
+class IncrementPlan:
+    """What a score run does with the current catalog version of its model."""
+
+    mode: str  # "full": decide the whole archive, (re)write the version; "append": decide the new files and
+    # append their rows; "unchanged": nothing new, nothing written
+    new_files: list[int]  # manifest rows (ingested files) the version does not cover yet
+    reason: str  # why this mode, in words
+
+
+def covered_inputs(manifest: pd.DataFrame) -> list[dict]:
+    """The ingested files (name, content hash, cadence) a catalog written now covers."""
+    live = manifest[manifest.status == "ingested"]
+    return [{"name": str(r.name), "content_hash": str(r.content_hash), "cadence_id": str(r.cadence_id)}
+            for r in live.itertuples()]
+
+
+def uncovered_files(manifest: pd.DataFrame, prior: dict | None) -> list[int]:
+    """Manifest rows of ingested files a catalog version (its attributes ``prior``) does not cover.
+
+    Every ingested file when there is no version or it does not record what it covers.
+    """
+    covered = {(c["name"], c["content_hash"]) for c in (prior or {}).get("covered", [])}
+    return [int(i) for i in manifest.index[manifest.status == "ingested"]
+            if (str(manifest.at[i, "name"]), str(manifest.at[i, "content_hash"])) not in covered]
+
+
+def plan_increment(manifest: pd.DataFrame, prior: dict | None, key: str, scores_fresh: bool,
+                   is_current: bool) -> IncrementPlan:
+    """Full, append or unchanged, from the version's attributes (``prior``) and the manifest.
+
+    Appending needs the version to be current, made under the same ``score_key`` (model and
+    scoring settings), with the scores of the files it covers still in ``scores.zarr``, and
+    every file it covers still ingested with the same content; then the ingested files it
+    does not cover are the new ones. Otherwise (a covered file changed or left the archive,
+    other settings, a catalog older than incremental runs) the version is decided whole.
+    """
+    live = manifest.index[manifest.status == "ingested"]
+    keys = {(str(manifest.at[i, "name"]), str(manifest.at[i, "content_hash"])): i for i in live}
+    every = list(keys.values())
+    if prior is None:
+        return IncrementPlan("full", every, "no catalog version for this model yet")
+    if not is_current:
+        return IncrementPlan("full", every, "this model's catalog version is not the current one")
+    if prior.get("score_key") != key:
+        return IncrementPlan("full", every, "the catalog version was made with other scoring settings")
+    if scores_fresh:
+        return IncrementPlan("full", every, "scores.zarr was rebuilt")
+    if "covered" not in prior:
+        return IncrementPlan("full", every, "the catalog version does not record the inputs it covers")
+    covered = {(c["name"], c["content_hash"]) for c in prior["covered"]}
+    gone = covered - set(keys)
+    if gone:
+        return IncrementPlan("full", every, f"{len(gone)} covered file(s) changed or left the archive: "
+                             + ", ".join(sorted(n for n, _ in gone)[:5]))
+    new = uncovered_files(manifest, prior)
+    # a covered file regrouped into a cadence: decided again with it when that cadence has a new file
+    fresh_cadences = {str(manifest.at[i, "cadence_id"]) for i in new} - {""}
+    was = {(c["name"], c["content_hash"]): c.get("cadence_id") for c in prior["covered"]}
+    moved = sorted(k[0] for k, i in keys.items() if k in was and was[k] is not None
+                   and was[k] != str(manifest.at[i, "cadence_id"])
+                   and str(manifest.at[i, "cadence_id"]) not in fresh_cadences)
+    if moved:
+        return IncrementPlan("full", every, f"{len(moved)} covered file(s) changed cadence: " + ", ".join(moved[:5]))
+    if not new:
+        return IncrementPlan("unchanged", [], "every ingested file is in the catalog already")
+    return IncrementPlan("append", new, f"{len(new)} new file(s) since the last run")
+
+
+def unscored_regions(scores_path, n_tiles: int, chunk_tiles: int, tiles_per_task: int) -> list[tuple[int, int]]:
+    """Chunk-aligned ``[start, stop)`` ranges covering every chunk with an unscored row.
+
+    Consecutive unscored chunks form one run, cut into pieces of at most ``tiles_per_task``
+    tiles (whole chunks): after new files were added, only their tiles are planned.
+    """
+    scored = np.asarray(zarr.open_group(str(scores_path), mode="r")["scored"][:n_tiles], bool)
+    n_chunks = -(-n_tiles // chunk_tiles)
+    pad = np.ones(n_chunks * chunk_tiles, bool)
+    pad[:n_tiles] = scored
+    todo = ~pad.reshape(n_chunks, chunk_tiles).all(axis=1)
+    step = max(1, tiles_per_task // chunk_tiles)
+    regions, c = [], 0
+    while c < n_chunks:
+        if not todo[c]:
+            c += 1
+            continue
+        end = c
+        while end < n_chunks and todo[end] and end - c < step:
+            end += 1
+        regions.append((c * chunk_tiles, min(end * chunk_tiles, n_tiles)))
+        c = end
+    return regions
+
+
+def file_ranges(manifest: pd.DataFrame, rows: list[int]) -> list[tuple[int, int]]:
+    """The (chunk-aligned, padded) tile ranges of some manifest rows, in store order."""
+    return sorted((int(manifest.at[i, "tile_start"]), int(manifest.at[i, "tile_stop"])) for i in rows)
+
+
+def apply_fdr_rows(workdir: str, results: list[dict], job: ScoreJob, ranges: list[tuple[int, int]]) -> dict:
+    """Benjamini-Hochberg over one batch: the tests in ``results`` form their own family.
+
+    Like :func:`apply_fdr`, but ``q_value`` (and ``flagged`` under the BH rule) are written in the
+    rows of ``ranges`` only (chunk-aligned file ranges): the rows of earlier batches are left as
+    their own family decided them. FDR is then controlled at ``q`` within each batch, hence on
+    average over the archive.
+    """
+    m = sum(r["n_valid"] for r in results)
+    tiles = np.concatenate([r["kept_tile"] for r in results]) if results else np.zeros(0, np.int64)
+    p = np.concatenate([r["kept_p"] for r in results]) if results else np.zeros(0)
+    q = bh_sparse(p, max(m, 1))
+    g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r+")
+    sb = int(g["q_value"].shape[1])
+    n_flagged = 0
+    for a, b in ranges:
+        inside = (tiles >= a * sb) & (tiles < b * sb)
+        q_rows = np.full((b - a) * sb, np.nan)
+        exact = inside & (q <= job.q_report)
+        q_rows[tiles[exact] - a * sb] = q[exact]
+        g["q_value"][a:b] = q_rows.reshape(b - a, sb)
+        if job.thresholds.method == "bh":
+            flagged = np.zeros((b - a) * sb, bool)
+            flagged[tiles[inside & (q <= job.thresholds.q)] - a * sb] = True
+            g["flagged"][a:b] = flagged.reshape(b - a, sb)
+        n_flagged += int(np.asarray(g["flagged"][a:b]).sum())
+    return {"m": m, "n_small_p": int(p.size), "n_flagged": n_flagged}
+
+
+def batch_table(table: pd.DataFrame, file_ids: list[int]) -> pd.DataFrame:
+    """The rows of the tile table a batch decides: its files, and every file of a cadence they belong to.
+
+    A cadence that mixes old and new files is decided anew (the old files' rows keep the flags of
+    their own batch); files outside any cadence are decided alone.
+    """
+    mine = table["file_id"].isin(file_ids)
+    cadences = set(table.loc[mine, "cadence_id"].astype(str)) - {""}
+    return table[mine | table["cadence_id"].astype(str).isin(cadences)]
+
+
+def _overlapping(row, known: pd.DataFrame) -> bool:
+    """Same file, overlapping time range (strictly) and overlapping frequency range (closed)."""
+    return bool(((known["tstart_mjd"] < row.tstop_mjd) & (row.tstart_mjd < known["tstop_mjd"])
+                 & (known["freq_min_mhz"] <= row.freq_max_mhz) & (row.freq_min_mhz <= known["freq_max_mhz"])).any())
+
+
+def drop_known(frames: dict[str, pd.DataFrame], known: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+    """Remove new events that the catalog holds already (in any of its three tables).
+
+    An event is known when a row of the same ``source_file`` overlaps it in time and frequency
+    (a cadence re-decided because a new file joined it finds its old files' events again; those
+    rows stay as they were). Returns the remaining frames and the number dropped.
+    """
+    old = pd.concat([f[["source_file", "tstart_mjd", "tstop_mjd", "freq_min_mhz", "freq_max_mhz"]]
+                     for f in known.values() if len(f)], ignore_index=True) if any(len(f) for f in known.values()) \
+        else pd.DataFrame(columns=["source_file", "tstart_mjd", "tstop_mjd", "freq_min_mhz", "freq_max_mhz"])
+    by_file = {name: rows for name, rows in old.groupby("source_file")}
+    out, dropped = {}, 0
+    for name, frame in frames.items():
+        keep = np.array([not (r.source_file in by_file and _overlapping(r, by_file[r.source_file]))
+                         for r in frame.itertuples()], bool)
+        dropped += int((~keep).sum()) if keep.size else 0
+        out[name] = frame[keep] if keep.size else frame
+    return out, dropped
+
+
+def store_counts(workdir: str) -> tuple[int, int]:
+    """(valid scored tiles, flagged tests) in the stores: the summary of a run that changed nothing."""
+    valid = np.asarray(zarr.open_group(str(tilestore.store_path(workdir)), mode="r")["valid"][:], bool)
+    g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
+    scored = np.asarray(g["scored"][: valid.size], bool)
+    flagged = np.asarray(g["flagged"][: valid.size], bool)
+    return int((valid & scored).sum()), int(flagged[valid & scored].sum())
+
+
+def new_noise_sample(workdir: str, file_ids: list[int], cfg: DriftConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruction errors of the model's null tiles and of new OFF-source, ordinary tiles.
+
+    The new tiles are those of ``file_ids`` chosen as the null was (valid, ``max_abs_z`` within the
+    training pre-screen, OFF-source when in a cadence); at most ``cfg.max_tiles`` of them (a seeded
+    sample) are scored with the current model, exactly as the null tiles were.
+    """
+    model, _, meta, null = modeldir.load_current(workdir)
+    rule = meta["extra"].get("holdout", {}).get("rule", {})
+    max_abs_z = float(rule.get("ordinary_max_abs_z", 6.0))
+    store = tilestore.store_path(workdir)
+    g = zarr.open_group(str(store), mode="r")
+    valid = np.asarray(g["valid"][:], bool)
+    mine = np.isin(np.asarray(g["file_id"][:]), np.asarray(file_ids, np.int64))
+    ordinary = np.asarray(g["max_abs_z"][:]) <= max_abs_z
+    on = np.asarray(g["on_source"][:], bool) & (np.asarray(g["scan_index"][:]) >= 0)
+    idx = np.flatnonzero(valid & mine & ordinary & ~on)
+    if idx.size > cfg.max_tiles:
+        idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, cfg.max_tiles, replace=False))
+    mse_only = ScoreConfig(score="mse", batch_size=min(1024, max(1, idx.size)))  # recon_error needs no line search
+    new = score_selection(model, store, idx, mse_only)["recon_error"] if idx.size else np.zeros(0, np.float32)
+    return np.asarray(null["recon_error"], np.float64), np.asarray(new, np.float64)

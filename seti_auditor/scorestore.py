@@ -25,6 +25,7 @@ equal channel ranges of a tile, so one strong line cannot hide another in the sa
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dask.array as dsa
@@ -91,7 +92,16 @@ def ensure_template(path: str | os.PathLike, n_tiles: int, chunk_tiles: int, sub
             for name, (dtype, fill) in SCORE_VARS.items()}
     ds = xr.Dataset(data, attrs={**(attrs or {}), "model_version": model_version, "score_key": score_key})
     encoding = {name: {"chunks": (chunk_tiles, subbands)[: len(_dims(name))]} for name in SCORE_VARS}
-    ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+    # written aside and swapped in: a run killed here leaves the old store or none, never a template
+    # whose key is set but whose arrays are missing (the old one is derived data: none means rescore)
+    tmp, old = (path.with_name(f".{path.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
+    for stale in path.parent.glob(f".{path.name}.*-*"):  # left by killed runs (one writer: the workdir lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return True
 
 
@@ -104,7 +114,12 @@ def write_region(path: str | os.PathLike, start: int, values: dict[str, np.ndarr
     if unknown:
         raise ValueError(f"not score variables: {sorted(unknown)}")
     ds = xr.Dataset({k: (_dims(k), np.asarray(v, dtype=SCORE_VARS[k][0])) for k, v in values.items()})
-    ds.to_zarr(str(path), region={"tile": slice(start, start + n)}, mode="r+", consolidated=False)
+    region = {"tile": slice(start, start + n)}
+    rest = [k for k in ds.data_vars if k != "scored"]
+    if rest:
+        ds[rest].to_zarr(str(path), region=region, mode="r+", consolidated=False)
+    if "scored" in ds:  # the region's commit marker, written last: a killed write leaves it unscored
+        ds[["scored"]].to_zarr(str(path), region=region, mode="r+", consolidated=False)
 
 
 def n_rows(path: str | os.PathLike) -> int:

@@ -75,6 +75,7 @@ MANIFEST_COLUMNS: dict[str, object] = {
     "cadence_id": object,
     "scan_index": np.int64,
     "on_source": bool,
+    "stat_key": object,  # "device:inode:size:mtime_ns" when inspected: a file replaced later is detected
 }
 
 
@@ -148,10 +149,16 @@ def ensure_capacity(path: str | os.PathLike, total: int, cfg: TilingConfig) -> N
     path = Path(path)
     if total % cfg.chunk_tiles:
         raise ValueError(f"capacity {total} is not a multiple of chunk_tiles={cfg.chunk_tiles}")
-    if not (path / "zarr.json").exists():
+    if not (path / "zarr.json").exists():  # written aside, then renamed: never a half-made template
+        if path.exists() and any(path.iterdir()):
+            raise ValueError(f"{path}: exists but is not a tile store (no zarr.json); move it away")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by killed runs (one writer: the workdir lock)
+            shutil.rmtree(stale, ignore_errors=True)
         _template(total, cfg).to_zarr(
-            str(path), mode="w", compute=False, encoding=_encoding(cfg), consolidated=False, zarr_format=3
+            str(tmp), mode="w", compute=False, encoding=_encoding(cfg), consolidated=False, zarr_format=3
         )
+        os.replace(tmp, path)  # an empty directory at path is replaced too
         return
     existing = read_tiling_config(path)
     if existing != cfg:
@@ -232,9 +239,12 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     ds = xr.open_zarr(str(path), group=MANIFEST_GROUP, consolidated=False).load()
     df = ds.to_dataframe().reset_index(drop=True)
     for name, dtype in MANIFEST_COLUMNS.items():
-        if name not in df:
-            df[name] = pd.Series(dtype=dtype)
+        if name not in df:  # a store written before the column existed
+            df[name] = pd.Series([_MISSING.get(name, "")] * len(df), dtype=dtype)
     return df[list(MANIFEST_COLUMNS)]
+
+
+_MISSING = {"stat_key": ""}  # value of a manifest column absent from an older store
 
 
 def save_manifest(path: str | os.PathLike, manifest: pd.DataFrame, attrs: dict | None = None) -> None:

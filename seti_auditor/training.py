@@ -4,13 +4,25 @@ The training set is noise and RFI only (:func:`vae.data.select_training_tiles`: 
 tiles and tiles the robust pre-screen calls ordinary, minus known signals). The held-out
 part calibrates the scores: of it, the tiles that are both OFF-source (or outside any
 cadence) and ordinary are the null sample whose scores give the p-values.
+
+Resuming: the training state is checkpointed (orbax, written aside and renamed when
+complete) after every epoch in ``W/train_state/<key>``, where ``key`` hashes everything
+that determines the weights: the VAE configuration, the training configuration (seed,
+epochs, batch, learning rate, ...) and the exact training selection (its digest). A run
+killed during training and started again with the same job on the same tiles continues
+from its last finished epoch and ends with the weights of an uninterrupted run; any other
+job or selection gets a key of its own and starts afresh. The directory is removed once
+the model is published.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +54,7 @@ class TrainJob:
     holdout_fraction: float = 0.25  # share of the noise tiles held out for calibration
     known_signals: tuple[tuple[float, float], ...] = ()  # MHz ranges excluded from training
     ordinary_max_abs_z: float = 6.0  # pre-screen: largest |z| of an ordinary tile
-    resume: bool = True  # continue from the checkpoint in W/train_state when it matches
+    resume: bool = True  # continue from the checkpoint of this job and selection in W/train_state/<key>
     score: ScoreConfig = ScoreConfig()  # the score the calibration is made for
 
 
@@ -105,6 +117,13 @@ def score_selection(model, store: str | os.PathLike, indices: np.ndarray, score_
             "recon_error": np.concatenate(recon) if recon else np.zeros(0, np.float32)}
 
 
+def checkpoint_dir(workdir: str | os.PathLike, vae_cfg, train_cfg: TrainConfig, selection: TileSelection) -> Path:
+    """``W/train_state/<key>``: the key hashes the model and training configurations and the selection."""
+    what = {"vae_config": vae_cfg.to_dict(), "train_config": train_cfg.to_dict(), "selection": selection.digest}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(workdir) / CHECKPOINTS / key
+
+
 def train_model(workdir: str | os.PathLike, job: TrainJob = TrainJob(),
                 on_epoch: Callable[[int, dict], None] | None = None) -> TrainReport:
     """Select, train, calibrate and publish; resumable from ``W/train_state``."""
@@ -118,20 +137,23 @@ def train_model(workdir: str | os.PathLike, job: TrainJob = TrainJob(),
         raise ValueError(f"{store}: only {len(train_sel)} noise tiles to train on; ingest more OFF-source data")
     batch = min(job.batch_size, len(train_sel))
     batch -= batch % 2 if batch > 1 else 0  # splits over two devices
-    train_cfg = TrainConfig(batch_size=batch, epochs=job.epochs, learning_rate=job.learning_rate, seed=job.seed,
-                            warmup_steps=min(100, max(1, job.epochs * (len(train_sel) // batch) // 10)))
     source = ZarrBatches(str(store), train_sel, batch, shuffle_seed=job.seed)
-    result = fit(source, vae_cfg, train_cfg, checkpoint_dir=str(Path(workdir) / CHECKPOINTS),
-                 on_epoch=on_epoch, resume=job.resume)
+    train_cfg = TrainConfig(batch_size=batch, epochs=job.epochs, learning_rate=job.learning_rate, seed=job.seed,
+                            warmup_steps=min(100, max(1, job.epochs * (len(train_sel) // batch) // 10)),
+                            checkpoint_every=max(1, source.steps_per_epoch))  # every epoch
+    ckpt_dir = checkpoint_dir(workdir, vae_cfg, train_cfg, train_sel)
+    result = fit(source, vae_cfg, train_cfg, checkpoint_dir=str(ckpt_dir), on_epoch=on_epoch, resume=job.resume)
     null_idx = null_tiles(store, holdout, job.ordinary_max_abs_z)
     null = score_selection(result.model, store, null_idx, job.score)
     main = calibrate_scores(null["score"], score=job.score.score)
     calibration = {job.score.score: main.to_dict(), "mse": calibrate_scores(null["recon_error"], score="mse").to_dict()}
     extra = {"train_config": train_cfg.to_dict(), "score_config": dataclasses.asdict(job.score),
              "holdout": holdout.to_dict(), "null_tiles": int(null_idx.size), "history": result.history,
-             "calibrations": calibration, "tiles_store": str(store)}
+             "calibrations": calibration, "tiles_store": str(store), "resumed_from": result.resumed_from,
+             "train_state_key": ckpt_dir.name}
     version = modeldir.publish(workdir, result.model, vae_cfg, selection=train_sel, calibration=main,
                                extra=extra, null_scores=null)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # published: nothing left to resume
     log.info("model %s: %d training tiles, %d null tiles", version, len(train_sel), null_idx.size)
     return TrainReport(str(Path(workdir) / modeldir.MODELS / version), version, result.history, len(train_sel),
                        int(null_idx.size), calibration, result.compile_s, result.resumed_from)

@@ -25,6 +25,7 @@ def _events(n, seed=0, reason=False):
         "tile_first": np.arange(n, dtype=np.int64), "tile_last": np.arange(n, dtype=np.int64),
         "tiles": [str(i) for i in range(n)], "n_on_scans": np.ones(n, np.int64),
         "n_off_checked": np.ones(n, np.int64), "cadence_test": ["pass"] * n,
+        "method": ["tile" if i % 2 else "cadence_line" for i in range(n)],
     })  # fmt: skip
     if reason:
         df["reason"] = ["in_off"] * n

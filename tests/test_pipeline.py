@@ -104,10 +104,12 @@ def test_outputs_carry_provenance(demo):
 
 def test_flow_runs_and_artifacts_are_recorded(demo):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-        runs = client.read_flow_runs()
+    with get_client(sync_client=True) as client:  # the session's server is shared: this module's runs only
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("workdir") == str(demo["work"])]
+        keys = {a.key for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))}
     assert {"ingest-summary", "train-loss", "train-loss-curve", "train-summary", "candidates", "score-summary",
             "candidate-plot-0"} <= keys
     names = {r.name for r in runs}
@@ -127,3 +129,26 @@ def test_rerun_changes_nothing(demo):
     after = catalog.open_catalog(demo["work"])
     xr.testing.assert_identical(before.drop_attrs(), after.drop_attrs())
     assert catalog.list_versions(demo["work"]) == [again.score.model_version]
+
+
+def test_line_search_adds_only_lines_of_injected_signals(demo, thread_runner):
+    """The opt-in cadence line search, through the score flow's per-cadence tasks: every line row
+    it adds lies in an ON scan on an injected signal, and the tile-level candidates stay."""
+    from flows.score import score_flow
+    from seti_auditor.cadence_search import LineSearchConfig
+
+    before = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False).load().to_dataframe()
+    summary = score_flow.with_options(task_runner=thread_runner())(
+        str(demo["work"]), ScoreJob(lines=LineSearchConfig(enabled=True)))
+    ds = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False).load()
+    after = ds.to_dataframe()
+    stats = json.loads(ds.attrs["line_search"]) if isinstance(ds.attrs["line_search"], str) else ds.attrs["line_search"]
+    assert stats["seeds"] >= 1 and stats["m"] > 0
+    assert summary.n_candidates == len(after) >= len(before)
+    assert set(before.source_file + before.peak_freq_mhz.round(6).astype(str)) <= set(
+        after.source_file + after.peak_freq_mhz.round(6).astype(str))
+    lines = after[after.method == "cadence_line"]
+    assert lines.on_source.all() and (lines.n_on_scans >= 2).all() and (lines.q_value <= 0.01).all()
+    bands = [sc for s in demo["truth"]["signals"] for sc in s["scans"] if sc["present"]]
+    for r in lines.itertuples():
+        assert any(sc["file"] == r.source_file and _overlaps(r, sc) for sc in bands), f"false line {r}"

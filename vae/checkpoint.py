@@ -6,6 +6,11 @@ Training checkpoints (``checkpoint_dir``, written by :func:`vae.train.fit`)::
     checkpoint_dir/history.json    one entry per finished epoch
     checkpoint_dir/steps/<step>/   orbax: step, parameters, optimiser state, PRNG key
 
+Every file here becomes visible only when complete: orbax writes a step into a temporary
+directory and renames it when finalised (``latest_step`` never lists an unfinished one), and
+the JSON files are written aside and renamed. A process killed while saving leaves the
+previous step restorable.
+
 A saved model (:func:`save_model`; what scoring loads)::
 
     model_dir/model.json                 model_version, config, selection, calibration, extra
@@ -30,6 +35,7 @@ from vae.config import VAEConfig
 from vae.model import VAE, build, model_version
 
 FORMAT = "seti-auditor-vae/1"
+_BOOKKEEPING = frozenset({"checkpoint_every", "keep_checkpoints", "max_steps"})  # TrainConfig fields a resume may change
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -56,12 +62,19 @@ class TrainCheckpointer:
             self.dir / "steps", options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
     def check_run(self, run: dict, *, resume: bool) -> None:
-        """Record the run description; on resume, refuse a checkpoint of a different model/data."""
+        """Record the run description; on resume, refuse a checkpoint of a different model, data or training.
+
+        The training configuration must match except for bookkeeping (checkpoint spacing and
+        count, ``max_steps``), which does not change the weights of a given step.
+        """
         path = self.dir / "run.json"
         if resume and path.exists() and self.latest_step() is not None:
             old = json.loads(path.read_text())
-            for key in ("vae_config", "selection_digest"):
-                if old.get(key) != json.loads(json.dumps(run.get(key), default=_json_default)):
+            for key in ("vae_config", "selection_digest", "train_config"):
+                was, now = old.get(key), json.loads(json.dumps(run.get(key), default=_json_default))
+                if key == "train_config" and isinstance(was, dict) and isinstance(now, dict):
+                    was, now = ({k: v for k, v in d.items() if k not in _BOOKKEEPING} for d in (was, now))
+                if was != now:
                     raise ValueError(f"{self.dir}: checkpoint was written for a different {key}; "
                                      f"use another checkpoint_dir or resume=False")
         _write_json(path, run)
@@ -132,7 +145,7 @@ def load_model(directory: str | os.PathLike, *, verify: bool = True) -> tuple[VA
         raise ValueError(f"{d}: weights do not match model_version {info['model_version']}")
     selection = info.get("selection")
     if selection is not None and (d / "selection_indices.npy").exists():
-        selection = {**selection, "indices": np.load(d / "selection_indices.npy")}
+        selection = {**selection, "indices": np.load(d / "selection_indices.npy", allow_pickle=False)}
     cal = info.get("calibration")
     meta = {"model_version": info["model_version"], "selection": selection,
             "calibration": Calibration.from_dict(cal) if cal else None, "extra": info.get("extra", {})}
