@@ -53,7 +53,7 @@ class ClusterConfig:
         spec = self.spec
         if spec is None:
             return self
-        if self.address:
+        if self.address and self.address != spec.address:  # (a resolved address-kind config is fine)
             raise ValueError("give either --dask-address or --cluster-config, not both")
         if spec.kind == "address":
             return dataclasses.replace(self, address=spec.address)

@@ -349,7 +349,7 @@ def _region_done(store, region: Region, stop: int, digest: str, row, plan: FileP
                 and np.array_equal(np.asarray(g["file_id"][sl])[:n_real], expect["file_id"])
                 and np.array_equal(np.asarray(g["chan_start"][sl])[:n_real], expect["chan_start"])
                 and np.array_equal(np.asarray(g["time_start"][sl])[:n_real], expect["time_start"])
-                and [str(v) for v in np.asarray(g["source_file"][sl])[:n_real]] == [str(v) for v in expect["source_file"]])
+                and list(map(str, np.asarray(g["source_file"][sl])[:n_real])) == list(map(str, expect["source_file"])))
 
 
 def cadence_coords(row) -> dict[str, np.ndarray]:

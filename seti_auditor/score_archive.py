@@ -468,15 +468,6 @@ def drop_known(frames: dict[str, pd.DataFrame], known: dict[str, pd.DataFrame]) 
     return out, dropped
 
 
-def store_counts(workdir: str) -> tuple[int, int]:
-    """(valid scored tiles, flagged tests) in the stores: the summary of a run that changed nothing."""
-    valid = np.asarray(zarr.open_group(str(tilestore.store_path(workdir)), mode="r")["valid"][:], bool)
-    g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r")
-    scored = np.asarray(g["scored"][: valid.size], bool)
-    flagged = np.asarray(g["flagged"][: valid.size], bool)
-    return int((valid & scored).sum()), int(flagged[valid & scored].sum())
-
-
 def new_noise_sample(workdir: str, file_ids: list[int], cfg: DriftConfig) -> tuple[np.ndarray, np.ndarray]:
     """Reconstruction errors of the model's null tiles and of new OFF-source, ordinary tiles.
 

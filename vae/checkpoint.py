@@ -35,7 +35,8 @@ from vae.config import VAEConfig
 from vae.model import VAE, build, model_version
 
 FORMAT = "seti-auditor-vae/1"
-_BOOKKEEPING = frozenset({"checkpoint_every", "keep_checkpoints", "max_steps"})  # TrainConfig fields a resume may change
+# TrainConfig fields a resume may change (they do not change the weights of a given step)
+_BOOKKEEPING = frozenset({"checkpoint_every", "keep_checkpoints", "max_steps"})
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from seti_auditor import catalog, ingest, modeldir, tilestore
+from seti_auditor import ingest, modeldir, tilestore
 from seti_auditor.archive import write_synthetic_archive
 from seti_auditor.synth import ObsConfig, SynthConfig
 from tests.faults.support import TILING, catalog_groups, copy_workdir, read_every_chunk

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import pickle
 import re
 import subprocess
@@ -52,7 +51,8 @@ def test_ui_server_defaults_to_loopback_and_listens_only_there(prefect_server):
     assert ServerConfig().host == "127.0.0.1"
     assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
     port = urlparse(prefect_server).port
-    sockets = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    sockets = [c for c in psutil.net_connections(kind="inet")
+               if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
     assert sockets and {c.laddr.ip for c in sockets} <= LOOPBACK, sockets
 
 

@@ -59,8 +59,8 @@ def test_worker_killed_mid_scoring(tmp_path, trained):
 
         def score() -> None:
             try:
-                outcome["summary"] = score_flow.with_options(task_runner=DaskTaskRunner(address=client.scheduler.address))(
-                    str(work), JOB)
+                dask_runner = DaskTaskRunner(address=client.scheduler.address)
+                outcome["summary"] = score_flow.with_options(task_runner=dask_runner)(str(work), JOB)
             except BaseException as exc:  # noqa: BLE001 - reported by the test below
                 outcome["error"] = exc
 
