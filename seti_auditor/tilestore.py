@@ -260,7 +260,11 @@ def save_manifest(path: str | os.PathLike, manifest: pd.DataFrame, attrs: dict |
     tmp = path / f"{MANIFEST_GROUP}.tmp"
     old = path / f"{MANIFEST_GROUP}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(str(path), group=f"{MANIFEST_GROUP}.tmp", mode="w", consolidated=False, zarr_format=3)
+    try:
+        ds.to_zarr(str(path), group=f"{MANIFEST_GROUP}.tmp", mode="w", consolidated=False, zarr_format=3)
+    except BaseException:  # e.g. a full disk: leave the old manifest and nothing else
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     target = path / MANIFEST_GROUP
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
