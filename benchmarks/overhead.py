@@ -86,7 +86,8 @@ def bare_ingest(archive: str, workdir: str, tiling, batch_size: int = 16) -> dic
     for start, stop in plan.superseded_ranges:
         tilestore.write_coords(store, start, {"valid": [False] * (stop - start)}, tiling)
     for i in plan.cadence_updates:
-        tilestore.write_coords(store, int(manifest.loc[i, "tile_start"]), ingest.cadence_coords(manifest.loc[i]), tiling)
+        tilestore.write_coords(store, int(manifest.loc[i, "tile_start"]), ingest.cadence_coords(manifest.loc[i]),
+                               tiling)
     failed = {}
     for r in plan.regions:
         try:
