@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from seti_auditor.stats import bh_qvalues
+
 _SECONDS_PER_DAY = 86400.0
 
 TARGET_COLUMNS = (
@@ -190,14 +192,6 @@ def fisher(p: np.ndarray) -> float:
     return float(sps.chi2.sf(-2.0 * np.log(p).sum(), 2 * p.size)) if p.size else 1.0
 
 
-def _bh(p: np.ndarray, m: int) -> np.ndarray:
-    order = np.argsort(p, kind="stable")
-    ranked = p[order] * m / np.arange(1, p.size + 1)
-    q = np.empty_like(ranked)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    return q
-
-
 def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, cfg: LineSearchConfig) -> tuple:
     """Lines from measured targets: ``(lines, rows)``.
 
@@ -241,7 +235,7 @@ def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, 
                         (t.tile_freq0_mhz + t.chan * t.foff_mhz, reach))
     lines = lines[np.asarray(keep, bool)].copy()
     # BH over distinct lines only (a strong line seeds many rows: counting each would inflate the ranks)
-    lines["q_combined"] = _bh(lines["p_combined"].to_numpy(), max(m_tests, len(lines)))
+    lines["q_combined"] = bh_qvalues(lines["p_combined"].to_numpy(), m_tests)
     lines["verdict"] = np.select(
         [lines["n_off_shown"] > 0, lines["q_combined"] > cfg.q, ~lines["own_shown"],
          lines["n_on_scans"] < cfg.min_on_scans],

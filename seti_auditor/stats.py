@@ -169,14 +169,19 @@ def empirical_pvalues(
     return np.where(np.isfinite(s), p, 1.0)
 
 
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values), monotone and capped at 1."""
+def bh_qvalues(p: np.ndarray, m: int | None = None) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), monotone and capped at 1.
+
+    ``m``: the number of tests when ``p`` holds only some of them (the others have larger
+    p-values, e.g. tests never run because a screen ruled them out); default ``p.size``.
+    """
     p = np.asarray(p, np.float64)
     n = p.size
     if n == 0:
         return p.copy()
+    m = n if m is None else max(int(m), n)
     order = np.argsort(p, kind="mergesort")
-    ranked = p[order] * n / np.arange(1, n + 1)
+    ranked = p[order] * m / np.arange(1, n + 1)
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
     q = np.empty(n)
     q[order] = np.minimum(ranked, 1.0)
