@@ -16,7 +16,7 @@ directory, never the repository), from the page cache:
   ``seti-auditor run`` (``flows.cli``'s own parser and config builders). No Prefect, no Dask
   cluster;
 * **cli**: ``seti-auditor run ARCHIVE --workdir W`` as a user types it on a fresh machine:
-  Prefect's ephemeral API in the process, a local Dask cluster of thread workers;
+  Prefect's temporary API server (started by the CLI at once), a local Dask cluster of thread workers;
 * **server**: the same command with ``PREFECT_API_URL`` pointing at a Prefect server that the
   benchmark started first (``seti-auditor ui``): a local cluster of worker processes, and
   the server's start-up paid once, outside the timed run;
@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +60,17 @@ REPO = Path(__file__).resolve().parents[1]
 # run as a script, this folder comes first on sys.path, and its vae.py would shadow the vae package
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
+
+
+def _sibling(name: str):
+    """A module of this folder, loaded by path (the folder is not on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _sibling("common")  # the start-up probe and the flow times, shared with detection.py
 
 
 # --------------------------------------------------------------------------- the bare loop (child)
@@ -205,51 +216,6 @@ def run_bare(archive: str, workdir: str, cli_args: list[str]) -> dict:
 # --------------------------------------------------------------------------- the parent
 
 
-STARTUP_CODE = """
-import logging, time
-t0 = time.perf_counter()
-from flows import cli  # noqa: F401  (what the CLI imports first)
-from flows.run import run_flow  # noqa: F401  (the flow modules: prefect, jax, flax, zarr)
-from prefect import flow
-from infra.runtime import ClusterConfig, dask_cluster, task_runner
-logging.getLogger("distributed").setLevel(logging.WARNING)
-t1 = time.perf_counter()
-
-@flow(name="noop")
-def noop():
-    return 1
-
-with dask_cluster(ClusterConfig()) as address:
-    t2 = time.perf_counter()
-    noop.with_options(task_runner=task_runner(address))()
-    t3 = time.perf_counter()
-print("STARTUP", t1 - t0, t2 - t1, t3 - t2)
-"""
-
-_TS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+ +\| (.*)$")
-
-
-def flow_times(log_text: str) -> dict:
-    """Seconds of each (sub)flow run, from Prefect's log lines ({} when none are found)."""
-    starts, out = {}, {}
-    for line in log_text.splitlines():
-        m = _TS.match(line.strip())
-        if not m:
-            continue
-        h, mi, s, ms, msg = m.groups()
-        t = int(h) * 3600 + int(mi) * 60 + int(s) + int(ms) / 1000.0
-        b = re.search(r"Beginning (?:sub)?flow run '([^']+)' for flow '([^']+)'", msg)
-        if b:
-            starts[b.group(1)] = (b.group(2), t)
-            continue
-        f = re.search(r"Flow run '([^']+)' - Finished in state", msg)
-        if f and f.group(1) in starts:
-            name, t_start = starts[f.group(1)]
-            dt = t - t_start
-            out[name] = round(dt + (86400 if dt < 0 else 0), 2)
-    return out
-
-
 def _child(cmd: list[str], env: dict, cwd: Path, log: Path, timeout: float) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout)
@@ -262,11 +228,12 @@ def _child(cmd: list[str], env: dict, cwd: Path, log: Path, timeout: float) -> t
 
 
 def startup(env: dict, cwd: Path, log: Path) -> dict:
-    """Imports of the CLI, the local Dask cluster, an empty flow: what ``seti-auditor run`` pays before work."""
-    wall, out = _child([sys.executable, "-c", STARTUP_CODE], env, cwd, log, 600)
-    m = re.search(r"STARTUP (\S+) (\S+) (\S+)", out)
-    imports, cluster, flow = (float(v) for v in m.groups()) if m else (float("nan"),) * 3
-    return {"wall_s": wall, "imports_s": imports, "dask_cluster_s": cluster, "empty_flow_s": flow}
+    """Imports of the CLI, its Prefect API, the local Dask cluster, an empty flow (:mod:`common`)."""
+    res = bench.startup_time(env, cwd)
+    log.write_text(res.pop("output", ""))
+    if "error" in res:
+        raise SystemExit(f"the start-up probe failed (log: {log}): {res['error']}")
+    return res
 
 
 def start_dask(env: dict, root: Path, n_workers: int) -> tuple[str, list[subprocess.Popen]]:
@@ -296,7 +263,7 @@ def start_dask(env: dict, root: Path, n_workers: int) -> tuple[str, list[subproc
 def run_cli(archive: Path, work: Path, cli_args: list[str], env: dict, log: Path) -> dict:
     wall, out = _child([sys.executable, "-m", "flows.cli", "run", str(archive), "--workdir", str(work), *cli_args],
                        env, work.parent, log, 3600)
-    return {"wall_s": wall, "flows_s": flow_times(out)}
+    return {"wall_s": wall, "flows_s": bench.flow_times(out)}
 
 
 def run_bare_child(archive: Path, work: Path, cli_args: list[str], env: dict, log: Path) -> dict:
@@ -394,6 +361,7 @@ def graph_benchmark(n: int, m: int, env: dict, senv: dict | None, root: Path, sa
 
     from distributed import Client
 
+    from infra.server import stop_process
     from seti_auditor.score_archive import ScoreJob
 
     out: dict = {}
@@ -411,12 +379,7 @@ def graph_benchmark(n: int, m: int, env: dict, senv: dict | None, root: Path, sa
         return json.loads(sched_file.read_text())["address"]
 
     def stop(p: subprocess.Popen) -> None:
-        p.terminate()
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
         procs.remove(p)
 
     try:
@@ -513,8 +476,9 @@ def print_report(res: dict) -> None:
                        ("server", "CLI, against the running server")):
         if key in st:
             s = st[key]
-            print(f"  {label}: {s['wall_s']:.1f} s = imports {s['imports_s']:.1f} + Dask cluster "
-                  f"{s['dask_cluster_s']:.1f} + empty flow {s['empty_flow_s']:.1f} (+ interpreter, exit)")
+            print(f"  {label}: {s['wall_s']:.1f} s = imports {s['imports_s']:.1f} + waiting for the API "
+                  f"{s.get('api_wait_s', 0.0):.1f} + Dask cluster {s['dask_cluster_s']:.1f} + empty flow "
+                  f"{s['empty_flow_s']:.1f} (+ interpreter, exit)")
     if "server_start_s" in res:
         print(f"  Prefect server (seti-auditor ui) until healthy: {res['server_start_s']:.1f} s (paid once)")
     if "ratio_cli_no_startup" in res or "ratio_server_no_startup" in res:
@@ -679,19 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_report(res)
     finally:
-        for proc in reversed(dask_procs):
-            proc.terminate()
-        for proc in reversed(dask_procs):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        from infra.server import stop_process
+
+        for proc in [*reversed(dask_procs), *([server] if server is not None else [])]:
+            stop_process(proc)
         if args.keep:
             say(f"[overhead] kept {root}")
         else:

@@ -2,16 +2,108 @@
 
 Every command is a thin shell over a flow (or, for ``synth``, a library call). Flows are
 imported inside the commands so that ``--help`` is instant and the Prefect settings below
-are in place before Prefect loads.
+are in place before Prefect loads. With no Prefect server configured, a command that runs
+flows starts Prefect's temporary API server first thing (:class:`PrefectApi`), so that the
+server boots while Prefect, JAX and the flows are imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
 import os
 import sys
 from pathlib import Path
+
+FLOW_MODULES = {"ingest": "flows.ingest", "train": "flows.train", "score": "flows.score", "run": "flows.run",
+                "demo": "flows.run"}  # commands that run flows, and the module each imports
+
+
+class PrefectApi:
+    """The Prefect API a command's flows report to.
+
+    A configured server (``PREFECT_API_URL``) is used as it is. Without one, Prefect would start
+    its temporary ("ephemeral") API server when the first flow runs, after importing its server
+    code in this process; here the same server is started before anything is imported
+    (:class:`infra.server.TemporaryServer`) and this process is pointed at it by :meth:`ready`,
+    just before the first flow. Flows then run on a local cluster of worker *threads*, as they
+    do in Prefect's ephemeral mode (the server dies with the command: worker processes or remote
+    workers need a server of their own, ``seti-auditor ui``). ``--dask-address`` and
+    ``--cluster-config`` keep Prefect's own behaviour (a clear error without a server).
+    """
+
+    def __init__(self, args: argparse.Namespace, env=os.environ):
+        self.command = args.command
+        self.server = None  # the temporary server, when this command uses one
+        self._stack = contextlib.ExitStack()
+        self._url: str | None = None
+        ephemeral = env.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").lower() not in ("0", "false", "no", "off")
+        if (args.command in FLOW_MODULES and ephemeral and not env.get("PREFECT_API_URL")
+                and not getattr(args, "dask_address", None) and not getattr(args, "cluster_config", None)):
+            from infra.server import TemporaryServer  # the standard library only: no Prefect yet
+
+            self.server = TemporaryServer()
+
+    @property
+    def temporary(self) -> bool:
+        """Whether flows report to a temporary server of this command's own."""
+        return self.server is not None
+
+    def __enter__(self) -> PrefectApi:
+        if self.server is not None:
+            importlib.import_module(FLOW_MODULES[self.command])  # Prefect, JAX, the flows: while the server boots
+            from prefect.settings import get_current_settings
+
+            settings = get_current_settings()
+            if settings.api.url or not settings.server.ephemeral.enabled:  # set by a profile or a .env file
+                self.server.stop()
+                self.server = None
+        return self
+
+    def ready(self) -> None:
+        """Before the first flow: wait for the temporary server and point this process (and its threads) at it."""
+        if self.server is None or self._url is not None:
+            return
+        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+        self._url = self.server.wait(get_current_settings().server.ephemeral.startup_timeout_seconds)
+        print(f"seti-auditor: runs report to a temporary Prefect API at {self._url} (stored in PREFECT_HOME); "
+              "for the UI, start `seti-auditor ui` and export PREFECT_API_URL", file=sys.stderr, flush=True)
+        self._stack.enter_context(_environ("PREFECT_API_URL", self._url))  # new threads read the environment
+        self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self._url}))
+
+    def __exit__(self, *exc) -> None:
+        if self._url is not None:  # send the logs and events still queued while the server is there
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=30, at_exit=False)
+            EventsWorker.drain_all(timeout=30, at_exit=False)
+        self._stack.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _ready(args) -> None:
+    """Wait for the command's Prefect API (when it is a temporary one of its own); see :class:`PrefectApi`."""
+    api = getattr(args, "api", None)
+    if api is not None:
+        api.ready()
 
 
 def _tile(text: str) -> tuple[int, int]:
@@ -120,7 +212,10 @@ def _cluster(args):
 
     try:
         spec = load_cluster_spec(args.cluster_config) if args.cluster_config else None
-        cfg = ClusterConfig(address=args.dask_address, workers=args.workers, spec=spec)
+        api = getattr(args, "api", None)
+        threads = api is not None and api.temporary  # the temporary server dies with the command: keep workers in it
+        cfg = ClusterConfig(address=args.dask_address, workers=args.workers, spec=spec,
+                            processes=False if threads else None)
         cfg.resolved()  # conflicting options fail here, before anything starts
     except ValueError as exc:  # ClusterConfigError included: names the file and the reason
         raise SystemExit(f"seti-auditor: {exc}") from None
@@ -173,6 +268,7 @@ def cmd_ingest(args) -> int:
     from flows.ingest import ingest_flow
     from infra.runtime import make_task_runner
 
+    _ready(args)
     runner = make_task_runner(_cluster(args))
     summary = ingest_flow.with_options(task_runner=runner)(
         archive_dir=args.archive_dir, workdir=args.workdir, tiling=_tiling(args), cadence_table=args.cadence_table)
@@ -192,6 +288,7 @@ def cmd_train(args) -> int:
     from flows.train import train_flow
     from infra.runtime import make_task_runner
 
+    _ready(args)
     report = train_flow.with_options(task_runner=make_task_runner(_cluster(args)))(args.workdir, _train_job(args))
     print(f"model {report.model_version} in {report.model_dir} ({report.n_train} training tiles, "
           f"{report.n_null} null tiles); loss {report.history[-1]['loss']:.4g} after {len(report.history)} epochs"
@@ -203,6 +300,7 @@ def cmd_score(args) -> int:
     from flows.score import score_flow
     from infra.runtime import make_task_runner
 
+    _ready(args)
     summary = score_flow.with_options(task_runner=make_task_runner(_cluster(args)))(args.workdir, _score_job(args))
     print_score(summary)
     return 0
@@ -212,6 +310,7 @@ def cmd_run(args, archive_dir: str | None = None) -> int:
     from flows.run import run_flow
     from infra.runtime import dask_cluster, task_runner
 
+    _ready(args)
     with dask_cluster(_cluster(args)) as address:
         result = run_flow.with_options(task_runner=task_runner(address))(
             archive_dir or args.archive_dir, args.workdir, tiling=_tiling(args), train=_train_job(args),
@@ -274,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own config, read at import
     args = build_parser().parse_args(argv)
-    logging.getLogger("prefect.task_runner.dask").setLevel(logging.WARNING)
-    return COMMANDS[args.command](args)
+    with PrefectApi(args) as args.api:
+        logging.getLogger("prefect.task_runner.dask").setLevel(logging.WARNING)
+        return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from prefect.runtime import flow_run
 from flows.progress import progress_reporter
 from seti_auditor import ingest, tilestore, workdir as wd
 from seti_auditor.cadence import parse_cadence_table
+from seti_auditor.configs import from_json
 from seti_auditor.tiling import TilingConfig
-from tasks.ingest import inspect_files, tile_region
+from tasks.ingest import inspect_files, tile_regions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,9 @@ def _run_name() -> str:
 def ingest_flow(archive_dir: str, workdir: str, tiling: TilingConfig | None = None,
                 cadence_table: str | None = None, batch_size: int = 16) -> IngestSummary:
     """Tile every new or changed observation of ``archive_dir`` into ``workdir/tiles.zarr``."""
+    tiling = from_json(TilingConfig, tiling, "tiling")  # JSON from a deployment, or a config
     with wd.locked(workdir):
-        return _ingest(archive_dir, workdir, tiling or TilingConfig(), cadence_table, batch_size)
+        return _ingest(archive_dir, workdir, tiling, cadence_table, batch_size)
 
 
 def _ingest(archive_dir: str, workdir: str, tiling: TilingConfig, cadence_table: str | None,
@@ -78,19 +80,26 @@ def _ingest(archive_dir: str, workdir: str, tiling: TilingConfig, cadence_table:
     for i in plan.cadence_updates:
         tilestore.write_coords(store, int(manifest.loc[i, "tile_start"]), ingest.cadence_coords(manifest.loc[i]), tiling)
 
-    futures = [
-        tile_region.submit(str(store), _native(manifest.loc[r.file_id]), r, tiling, name=manifest.loc[r.file_id, "name"])
-        for r in plan.regions
-    ]
+    batches = ingest.batch_regions(plan.regions, tiling)
+    futures = []
+    for batch in batches:
+        ids = sorted({r.file_id for r in batch})
+        futures.append(tile_regions.submit(str(store), {i: _native(manifest.loc[i]) for i in ids}, batch, tiling,
+                                           n_files=len(ids)))
     failed: dict[int, str] = {}
-    progress = progress_reporter("ingest-progress", "regions tiled", len(futures))
-    for i, (region, fut) in enumerate(zip(plan.regions, futures)):
-        result = fut.result(raise_on_failure=False)
-        progress(i + 1)
-        if isinstance(result, BaseException):
-            failed.setdefault(region.file_id, f"{ingest.TRANSIENT}tiling failed after retries: {result}")
-        elif not result["ok"]:
-            failed.setdefault(region.file_id, result["reason"])
+    progress = progress_reporter("ingest-progress", "regions tiled", len(plan.regions))
+    done = 0
+    for batch, fut in zip(batches, futures):
+        results = fut.result(raise_on_failure=False)
+        done += len(batch)
+        progress(done)
+        if isinstance(results, BaseException):
+            for region in batch:
+                failed.setdefault(region.file_id, f"{ingest.TRANSIENT}tiling failed after retries: {results}")
+            continue
+        for result in results:
+            if not result["ok"]:
+                failed.setdefault(result["file_id"], result["reason"])
     for i, reason in failed.items():
         start, stop = int(manifest.loc[i, "tile_start"]), int(manifest.loc[i, "tile_stop"])
         tilestore.write_coords(store, start, {"valid": [False] * (stop - start)}, tiling)

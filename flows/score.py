@@ -31,7 +31,8 @@ from flows.progress import progress_reporter
 from seti_auditor import __version__, catalog, modeldir, score_archive, scorestore, tilestore
 from seti_auditor import workdir as wd
 from seti_auditor.cadence_test import cadence_test
-from tasks.score import follow_lines, plot_candidate, score_region
+from seti_auditor.configs import from_json
+from tasks.score import follow_lines, plot_candidates, score_region
 
 PLOTS = "plots"
 
@@ -71,7 +72,7 @@ def _files_in(manifest: pd.DataFrame, start: int, stop: int) -> str:
 @flow(name="score", flow_run_name=_run_name, validate_parameters=False)
 def score_flow(workdir: str, job: score_archive.ScoreJob | None = None) -> ScoreSummary:
     """Score every tile with the current model, control false alarms, apply the cadence test."""
-    job = job or score_archive.ScoreJob()
+    job = from_json(score_archive.ScoreJob, job, "job")  # JSON from a deployment, or a config
     with wd.locked(workdir):
         return _score(workdir, job)
 
@@ -147,9 +148,7 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     logger.info("catalog %s (%s): %s", version, plan.mode, {t: b - a for t, (a, b) in batch["rows"].items()})
     out_dir = Path(workdir) / PLOTS / version
     top = candidates.head(job.n_plots)  # this run's new candidates
-    plot_futures = [plot_candidate.submit(workdir, row.to_dict(), str(out_dir), name=f"{row.source_file} "
-                                          f"{row.peak_freq_mhz:.6f} MHz") for _, row in top.iterrows()]
-    plots = [f.result() for f in plot_futures]
+    plots = plot_candidates.submit(workdir, top.to_dict("records"), str(out_dir), version).result() if len(top) else []
     summary = _summary(workdir, version, plan, plots, fdr["m"] // job.score.subbands, fdr["n_flagged"], batch)
     _report(summary, manifest, job)
     return summary

@@ -7,13 +7,13 @@ import io
 from pathlib import Path
 
 import dask
-import pydantic
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from infra.runtime import train_annotations
 from seti_auditor import workdir as wd
+from seti_auditor.configs import from_json
 from seti_auditor.training import TrainJob, TrainReport
 from tasks.train import train_vae
 
@@ -21,21 +21,21 @@ from tasks.train import train_vae
 def _run_name() -> str:
     """``train PRESET VAE on WORKDIR (N epochs)``: the run's name in the UI (the version exists only after)."""
     params = flow_run.parameters
-    job = as_job(params.get("job"))
+    try:
+        job = from_json(TrainJob, params.get("job"), "job")
+    except ValueError:  # the flow itself reports the bad setting
+        return f"train VAE on {Path(params['workdir']).name} (invalid job)"
     return f"train {job.preset} VAE on {Path(params['workdir']).name} ({job.epochs} epochs)"
-
-
-def as_job(job: TrainJob | dict | None) -> TrainJob:
-    """The job; a deployment's parameters arrive as JSON, e.g. ``{"epochs": 5, "preset": "article"}``."""
-    if isinstance(job, dict):
-        return pydantic.TypeAdapter(TrainJob).validate_python(job)
-    return job or TrainJob()
 
 
 @flow(name="train", flow_run_name=_run_name, validate_parameters=False)
 def train_flow(workdir: str, job: TrainJob | None = None) -> TrainReport:
-    """Train the auditor on the noise and RFI tiles of ``workdir/tiles.zarr``."""
-    job = as_job(job)
+    """Train the auditor on the noise and RFI tiles of ``workdir/tiles.zarr``.
+
+    ``job``: a TrainJob, or (from a deployment) a possibly partial JSON object of its settings, e.g.
+    ``{"epochs": 5, "preset": "article"}`` (:func:`seti_auditor.configs.from_json`).
+    """
+    job = from_json(TrainJob, job, "job")  # JSON from a deployment, or a config
     with wd.locked(workdir):
         # on a worker of the flow's task runner (with every device of that worker: vae.train.fit),
         # pinned to workers with the configured resources, e.g. GPU (infra.runtime.train_annotations)

@@ -9,13 +9,21 @@ It is ``prefect server start`` in the foreground, configured to work out of the 
   URL is configured, by argument or by ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` (Prefect 3
   also reads the older name ``PREFECT_API_DATABASE_CONNECTION_URL``). Credentials belong in
   that environment variable, not on a command line that ``ps`` shows.
+
+:class:`TemporaryServer` is the other kind: Prefect's own temporary API server (what Prefect
+starts in "ephemeral mode" when no ``PREFECT_API_URL`` is set), started by the CLI at once,
+before Prefect and JAX are imported, so that its start-up overlaps theirs.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import importlib.util
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -110,7 +118,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, timeout_s: float = 180.0, alive=lambda: True) -> None:
+def wait_healthy(url: str, timeout_s: float = 180.0, alive=lambda: True, poll_s: float = 0.5) -> None:
     """Wait until ``url``/health answers true; ``alive()`` returning False stops the wait early."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -122,5 +130,90 @@ def wait_healthy(url: str, timeout_s: float = 180.0, alive=lambda: True) -> None
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.5)
+        time.sleep(poll_s)
     raise TimeoutError(f"the Prefect server at {url} was not healthy after {timeout_s:.0f} s")
+
+
+# Prefect's ephemeral mode runs exactly this server (prefect.server.api.server.SubprocessASGIServer):
+# uvicorn with the API app factory, no UI, the ephemeral settings, the database of PREFECT_HOME.
+TEMPORARY_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+UVICORN_STARTUP_FAILURE = 3  # uvicorn's exit status when it cannot bind (the port was taken meanwhile)
+
+
+def temporary_command(port: int) -> list[str]:
+    """The command of Prefect's temporary API server on ``127.0.0.1:port``."""
+    spec = importlib.util.find_spec("prefect")  # found without importing Prefect (seconds)
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    return [sys.executable, "-m", "uvicorn", "--app-dir", site, "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM when the CLI process dies, even by SIGKILL (no orphan servers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class TemporaryServer:
+    """Prefect's temporary API server for one command, started before Prefect is imported.
+
+    Without a configured ``PREFECT_API_URL``, Prefect would import its server code in the
+    command's process (~5 s of CPU) when the first flow starts, then start this same server in
+    a subprocess and wait for it (~5-10 s more). Started first, the subprocess boots on another
+    core while the command imports Prefect, JAX and the flows; :meth:`wait` then usually returns
+    at once. Runs are stored where Prefect's ephemeral mode stores them (``PREFECT_HOME``). The
+    server stops with the command (:meth:`stop`, at exit, or by the kernel if the command is killed).
+    """
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = {**(os.environ if env is None else env), **TEMPORARY_ENV}
+        self.env.pop("PREFECT_API_URL", None)
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self._launch()
+        atexit.register(self.stop)
+
+    def _launch(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(temporary_command(self.port), env=self.env, stdin=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    @property
+    def url(self) -> str:
+        """Its ``PREFECT_API_URL``."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait(self, timeout_s: float = 180.0) -> str:
+        """Wait until it answers (a taken port is retried on another); returns its API URL."""
+        for attempt in range(3):
+            try:
+                wait_healthy(self.url, timeout_s, alive=lambda: self.process.poll() is None, poll_s=0.1)
+                return self.url
+            except RuntimeError:
+                if self.process.poll() != UVICORN_STARTUP_FAILURE or attempt == 2:
+                    raise RuntimeError(f"Prefect's temporary API server on port {self.port} exited with status "
+                                       f"{self.process.poll()} before it answered") from None
+                self._launch()
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            stop_process(proc, timeout_s=10)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; returns once the process is gone."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -33,6 +33,11 @@ same ``model_version`` again replaces that version's content exactly; nothing is
 appended by :func:`write_catalog`. One writer at a time is assumed (the flow's
 catalog step, under the workdir lock).
 
+Chunks: every array is chunked along ``candidate`` in blocks of :data:`ROW_CHUNK` rows from its
+first write on, whatever that write's length, so that later appends fill the last chunk
+instead of adding a chunk per append (a one-row version grown by one row a night stays one
+chunk file per column for 4096 nights).
+
 Appending (incremental runs): :func:`append_rows` adds rows at the end of the
 ``candidate`` dimension of the *current* version (its root and ``versions/<v>``
 nodes alike) and replaces the version's attributes. It publishes the same way:
@@ -56,6 +61,7 @@ import re
 import shutil
 import time
 import uuid
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -67,6 +73,9 @@ logger = logging.getLogger(__name__)
 STORE_NAME = "catalog.zarr"
 _OPEN_TRIES = 40  # attempts of open_catalog, 50 ms apart, while a publish swaps the store
 DIM = "candidate"
+# rows per chunk of every catalog array, fixed at its first write: appends fill the last chunk. A chunk of
+# 4096 float64 rows is 32 KiB before compression; the whole catalog of a survey is a few chunks per column.
+ROW_CHUNK = 4096
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _STRING = np.dtypes.StringDType()
 _SCALAR_ATTR = (str, int, float, bool, np.integer, np.floating, np.bool_)
@@ -131,13 +140,17 @@ def decode_attrs(attrs: dict) -> dict:
 # --------------------------------------------------------------------------- writing
 
 
+def _to_zarr(ds: xr.Dataset, root: str, group: str | None, mode: str) -> None:
+    """Write ``ds`` at ``group`` with every array chunked in :data:`ROW_CHUNK` rows."""
+    encoding = {name: {"chunks": (ROW_CHUNK,)} for name in ds.variables if ds[name].dims == (DIM,)}
+    ds.to_zarr(root, group=group, mode=mode, consolidated=False, zarr_format=3, encoding=encoding)
+
+
 def _write_version(root: str, group: str | None, frames: dict[str, pd.DataFrame], attrs: dict) -> None:
     """Write candidates at ``group`` and the diagnostics as its ``rfi``/``rejected`` children."""
-    ds = frame_to_dataset(frames["candidates"], attrs)
-    ds.to_zarr(root, group=group, mode="w", consolidated=False, zarr_format=3)
+    _to_zarr(frame_to_dataset(frames["candidates"], attrs), root, group, "w")
     for name in ("rfi", "rejected"):
-        sub = f"{group}/{name}" if group else name
-        frame_to_dataset(frames[name]).to_zarr(root, group=sub, mode="w", consolidated=False)
+        _to_zarr(frame_to_dataset(frames[name]), root, f"{group}/{name}" if group else name, "w")
 
 
 def _link_tree(src: str, dst: str) -> None:
@@ -161,6 +174,30 @@ def _existing_versions(path: str) -> list[str]:
     except (OSError, ValueError, KeyError):
         return []
     return list(decode_attrs(attrs).get("catalog_versions", []))
+
+
+class _Publication(NamedTuple):
+    """A catalog write in the making: the store, its versions, the new rows and the sibling it is built in."""
+
+    path: str  # the store (catalog.zarr)
+    versions: list[str]  # version ids in the store now, in first-write order
+    frames: dict[str, pd.DataFrame]  # "candidates", "rfi", "rejected": the rows to write
+    token: str  # names the temporary and the trash directory of this write
+    tmp: str  # the sibling directory the new store is built in
+
+
+def _begin(workdir_or_store_path: str | os.PathLike, candidates_df: pd.DataFrame, rfi_df: pd.DataFrame,
+           rejected_df: pd.DataFrame, model_version: str) -> _Publication:
+    """The first steps of :func:`write_catalog` and :func:`append_rows`: check the version id, undo
+    what a killed writer left, read the versions, name the temporary store."""
+    if not _VERSION_RE.match(model_version):
+        raise ValueError(f"model_version {model_version!r} must match {_VERSION_RE.pattern}")
+    path = store_path(workdir_or_store_path).rstrip("/")
+    _recover(path)
+    token = uuid.uuid4().hex[:12]
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{token}")
+    return _Publication(path, _existing_versions(path),
+                        {"candidates": candidates_df, "rfi": rfi_df, "rejected": rejected_df}, token, tmp)
 
 
 def write_catalog(
@@ -191,21 +228,13 @@ def write_catalog(
     str
         The version id now current.
     """
-    if not _VERSION_RE.match(model_version):
-        raise ValueError(f"model_version {model_version!r} must match {_VERSION_RE.pattern}")
-    path = store_path(workdir_or_store_path).rstrip("/")
-    _recover(path)
-    versions = _existing_versions(path)
+    path, versions, frames, token, tmp = _begin(workdir_or_store_path, candidates_df, rfi_df, rejected_df,
+                                                model_version)
     if model_version not in versions:
         versions.append(model_version)
     full_attrs = {**attrs, "model_version": model_version, "current_version": model_version,
                   "catalog_versions": versions}  # fmt: skip
-    frames = {"candidates": candidates_df, "rfi": rfi_df, "rejected": rejected_df}
-
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{token}")
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
     try:
         _write_version(tmp, None, frames, full_attrs)
         _write_version(tmp, f"versions/{model_version}", frames, {**attrs, "model_version": model_version})
@@ -400,12 +429,11 @@ def _append_node(root: str, node: str, frame: pd.DataFrame) -> tuple[int, int]:
         return n_old, n_old
     columns = {str(c): _column_array(frame[c]) for c in frame.columns}
     node_dir = os.path.join(root, node)
-    if n_old == 0:  # no earlier rows: write the node's arrays afresh (chunked for these rows, not for zero)
+    if n_old == 0:  # no earlier rows: write the node's arrays afresh (their dtypes from these rows)
         for name, arr in arrays.items():
             columns.setdefault(name, _fill(arr.dtype, m))
             del group[name]
-        xr.Dataset({k: (DIM, v) for k, v in columns.items()}).to_zarr(
-            root, group=node or None, mode="a", consolidated=False, zarr_format=3)
+        _to_zarr(xr.Dataset({k: (DIM, v) for k, v in columns.items()}), root, node or None, "a")
         return 0, m
     for name, arr in arrays.items():
         values = _as_dtype(name, columns.pop(name, _fill(arr.dtype, m)), arr.dtype)
@@ -417,7 +445,7 @@ def _append_node(root: str, node: str, frame: pd.DataFrame) -> tuple[int, int]:
         arr[n_old:] = values
     if columns:  # new columns: whole arrays of their own (fill values for the earlier rows)
         extra = {k: (DIM, np.concatenate([_fill(v.dtype, n_old).astype(v.dtype), v])) for k, v in columns.items()}
-        xr.Dataset(extra).to_zarr(root, group=node or None, mode="a", consolidated=False, zarr_format=3)
+        _to_zarr(xr.Dataset(extra), root, node or None, "a")
     return n_old, n_old + m
 
 
@@ -449,15 +477,11 @@ def append_rows(
     dict
         ``{"candidates": (start, stop), "rfi": ..., "rejected": ...}``: the rows added to each table.
     """
-    path = store_path(workdir_or_store_path).rstrip("/")
-    _recover(path)
+    path, versions, frames, token, tmp = _begin(workdir_or_store_path, candidates_df, rfi_df, rejected_df,
+                                                model_version)
     current = current_version(path)
     if current != model_version:
         raise ValueError(f"{path}: appends go to the current catalog version ({current}), not {model_version!r}")
-    versions = _existing_versions(path)
-    frames = {"candidates": candidates_df, "rfi": rfi_df, "rejected": rejected_df}
-    token = uuid.uuid4().hex[:12]
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{token}")
     added: dict[str, dict[str, tuple[int, int]]] = {}
     try:
         _link_tree(path, tmp)

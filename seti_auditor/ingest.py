@@ -216,6 +216,27 @@ def plan_ingest(inspected: list[dict], manifest: pd.DataFrame, cfg: TilingConfig
     return IngestPlan(manifest, regions, capacity, new_files, unchanged, superseded, cadence_updates)
 
 
+def batch_regions(regions: list[Region], cfg: TilingConfig) -> list[list[Region]]:
+    """Consecutive regions grouped into ingest tasks of at most ``task_channels`` channels each.
+
+    A large file's regions already hold about that many channels and stay one per task; the
+    regions of small files (a few coarse channels each) share a task, so that an archive of
+    many small files does not pay a task's bookkeeping per file. Grouping changes only who
+    writes a region, never where: every region is still written (and marked done) on its own.
+    """
+    budget = cfg.channels_per_task or (1 << 20)
+    batches: list[list[Region]] = []
+    used = budget
+    for region in regions:
+        channels = (region.f1 - region.f0) * cfg.step_freq
+        if used + channels > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(region)
+        used += channels
+    return batches
+
+
 def plan_from_row(row, cfg: TilingConfig) -> FilePlan:
     """The tile plan of a file from its manifest row (no file access)."""
     header = {"nchans": int(row.nchans), "nsamples": int(row.nints), "foff": float(row.foff_mhz),

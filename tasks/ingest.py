@@ -11,7 +11,7 @@ of what the rows depend on, read from ``stat`` without opening the files: each f
 resolved path, device, inode, size, modification and change times (ns), the tiling, and a
 digest of the code that builds the rows. A file rewritten, replaced, touched or re-permitted
 changes its key and is inspected again; the cache expires after ``INSPECT_CACHE_DAYS`` so
-that every file is re-hashed now and then. ``tile-region`` is not cached: its result is its
+that every file is re-hashed now and then. ``tile-regions`` is not cached: its result is its
 Zarr region, written idempotently and recorded by a marker (see :mod:`seti_auditor.ingest`).
 """
 
@@ -32,6 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from seti_auditor import ingest
 from seti_auditor.errors import InputFileError
 from seti_auditor.tiling import TilingConfig
+from tasks.retries import retry_unless_disk_refuses
 
 
 def _inspect_name(parameters: dict) -> str:
@@ -79,10 +80,27 @@ def inspect_files(paths: list[str], tiling: TilingConfig) -> list[dict]:
     return rows
 
 
-@task(name="tile-region", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="tile {name} frequency tiles {region.f0}-{region.f1}")
-def tile_region(store: str, row: dict, region: ingest.Region, tiling: TilingConfig, name: str = "") -> dict:
-    """Tile one channel region of one file into its chunk-aligned region of the store."""
+def _tile_name(parameters: dict) -> str:
+    """``tile FILE frequency tiles a-b (+N more regions)``: the task run's name in the UI."""
+    first, n = parameters["regions"][0], len(parameters["regions"])
+    more = f" (+{n - 1} more region{'s' if n > 2 else ''} of {parameters['n_files']} files)" if n > 1 else ""
+    return f"tile {Path(first.path).name} frequency tiles {first.f0}-{first.f1}{more}"
+
+
+@task(name="tile-regions", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name=_tile_name,
+      retry_condition_fn=retry_unless_disk_refuses)
+def tile_regions(store: str, rows: dict[int, dict], regions: list[ingest.Region], tiling: TilingConfig,
+                 n_files: int = 1) -> list[dict]:
+    """Tile a batch of channel regions (:func:`seti_auditor.ingest.batch_regions`), each into its
+    chunk-aligned region of the store; ``rows``: manifest rows by file id, ``n_files``: for the name.
+
+    A bad file rejects its own regions and the batch goes on; anything else raises and the
+    batch is retried, skipping the regions it already wrote (their completion markers).
+    """
+    return [_tile_one(store, rows[r.file_id], r, tiling) for r in regions]
+
+
+def _tile_one(store: str, row: dict, region: ingest.Region, tiling: TilingConfig) -> dict:
     try:
         n = ingest.ingest_region(store, types.SimpleNamespace(**row), region, tiling)
     except InputFileError as exc:

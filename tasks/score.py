@@ -9,22 +9,29 @@ from prefect.cache_policies import NO_CACHE
 from seti_auditor import score_archive
 from seti_auditor.drift import DriftConfig, noise_drift
 from seti_auditor.plots import candidate_plot
+from tasks.retries import retry_unless_disk_refuses
 
 
 # not cached by Prefect: a region's result is its rows of scores.zarr, written idempotently (the same
 # chunk-aligned region, the ``scored`` marker last); a rerun skips scored regions and reads their p-values back
 @task(name="score-region", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
-      task_run_name="score {files} tiles {start}-{stop} with model {version}")
+      task_run_name="score {files} tiles {start}-{stop} with model {version}", retry_condition_fn=retry_unless_disk_refuses)
 def score_region(workdir: str, start: int, stop: int, job: score_archive.ScoreJob, version: str,
                  files: str = "") -> dict:
     """Score one chunk-aligned region of tiles.zarr into the same region of scores.zarr (``files``: for the name)."""
     return score_archive.score_region(workdir, start, stop, job, version)
 
 
-@task(name="plot-candidate", retries=1, task_run_name="plot {name}")
-def plot_candidate(workdir: str, candidate: dict, out_dir: str, name: str = "") -> str:
-    """The ON/OFF stack PNG of one candidate."""
-    return str(candidate_plot(workdir, pd.Series(candidate), out_dir))
+def _plots_name(parameters: dict) -> str:
+    """``plot N candidates of model V``: the task run's name in the UI."""
+    n = len(parameters["candidates"])
+    return f"plot {n} candidate{'s' if n != 1 else ''} of model {parameters['version']}"
+
+
+@task(name="plot-candidates", retries=1, cache_policy=NO_CACHE, task_run_name=_plots_name)
+def plot_candidates(workdir: str, candidates: list[dict], out_dir: str, version: str = "") -> list[str]:
+    """The ON/OFF stack PNGs of the top candidates (one task: each plot is a fraction of a second of work)."""
+    return [str(candidate_plot(workdir, pd.Series(c), out_dir)) for c in candidates]
 
 
 @task(name="follow-lines", retries=1, cache_policy=NO_CACHE, task_run_name="follow lines in cadence {cadence_id}")

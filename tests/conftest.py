@@ -28,7 +28,7 @@ def prefect_server(tmp_path_factory):
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from infra.server import free_port, wait_healthy
+    from infra.server import free_port, stop_process, wait_healthy
 
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
@@ -51,12 +51,12 @@ def prefect_server(tmp_path_factory):
         os.environ.pop("PREFECT_API_URL", None)
         if before is not None:
             os.environ["PREFECT_API_URL"] = before
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=30, at_exit=False)  # the session's last logs, while the server is up
+        EventsWorker.drain_all(timeout=30, at_exit=False)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Tests of the versioned catalog store (tmp_path only)."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,8 @@ import pytest
 import xarray as xr
 
 from seti_auditor.cadence_test import EVENT_COLUMNS
-from seti_auditor.catalog import list_versions, open_catalog, write_catalog
+from seti_auditor import catalog
+from seti_auditor.catalog import append_rows, list_versions, open_catalog, write_catalog
 
 
 def _events(n, seed=0, reason=False):
@@ -103,3 +105,51 @@ def test_zero_candidates(tmp_path):
 def test_bad_version_id(tmp_path):
     with pytest.raises(ValueError):
         _write(tmp_path, 1, "../v1")
+
+
+def _chunk_files(store: Path) -> dict[str, int]:
+    """Chunk files per array directory of the store (``.../c/<k>`` files), keyed by the array's path."""
+    counts: dict[str, int] = {}
+    for f in store.rglob("*"):
+        if f.is_file() and f.parent.name == "c":
+            key = str(f.parent.parent.relative_to(store))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_appends_of_one_row_fill_fixed_chunks(tmp_path, monkeypatch):
+    """One row written, then one row appended at a time: each array holds ceil(rows / ROW_CHUNK) chunk files,
+    not one per append, and the rows read back in order."""
+    monkeypatch.setattr(catalog, "ROW_CHUNK", 2)  # small chunks, so that 5 rows cross chunk boundaries
+    rows = [_events(1, seed=i) for i in range(5)]
+    write_catalog(tmp_path, rows[0], _events(0, reason=True), _events(0, reason=True), attrs={}, model_version="v1")
+    for i, row in enumerate(rows[1:], start=1):
+        assert append_rows(tmp_path, row, _events(1, i, True), _events(0, reason=True), attrs={"n": i},
+                           model_version="v1") == {"candidates": (i, i + 1), "rfi": (i - 1, i), "rejected": (0, 0)}
+    counts = _chunk_files(Path(catalog.store_path(tmp_path)))
+    # 5 rows in chunks of 2: at most 3 files per array (one file per append would be 5); zarr skips a
+    # chunk that holds only the fill value (a column of zeros here), hence "at most"
+    assert counts and max(counts.values()) == 3
+    assert counts["score"] == counts["versions/v1/score"] == counts["source_file"] == 3
+    assert counts["rfi/score"] == counts["versions/v1/rfi/score"] == 2  # 4 rows
+    cat = open_catalog(tmp_path)
+    expected = pd.concat(rows, ignore_index=True)
+    assert cat["source_file"].values.tolist() == expected["source_file"].tolist()
+    np.testing.assert_array_equal(cat["score"].values, expected["score"].to_numpy())
+    np.testing.assert_array_equal(cat["tile_first"].values, expected["tile_first"].to_numpy())
+    assert cat.attrs["n"] == 4 and open_catalog(tmp_path, "v1").sizes["candidate"] == 5
+    assert sorted(os.listdir(tmp_path)) == ["catalog.zarr"]  # no temporaries left
+
+
+def test_first_write_chunks_at_the_fixed_row_chunk(tmp_path):
+    """Every array of every node of a one-row version is chunked at ROW_CHUNK rows, not at its length."""
+    import zarr
+
+    _write(tmp_path, 1, "v1")
+    root = zarr.open_group(catalog.store_path(tmp_path), mode="r")
+    chunks = {}
+    for node in ("", "rfi", "rejected", "versions/v1", "versions/v1/rfi", "versions/v1/rejected"):
+        group = root[node] if node else root
+        chunks.update({f"{node}/{name}": arr.chunks for name, arr in group.arrays()})
+    assert len(chunks) == 6 * len(EVENT_COLUMNS) + 4  # rfi and rejected also carry "reason"
+    assert set(chunks.values()) == {(catalog.ROW_CHUNK,)}

@@ -31,7 +31,7 @@ import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = "3"
-TASKS = ("inspect_files", "tile_region", "train_vae", "score_region")  # must all run on the cluster
+TASKS = ("inspect_files", "tile_regions", "train_vae", "score_region")  # must all run on the cluster
 
 
 def _env(**extra: str) -> dict:
@@ -81,14 +81,10 @@ def dask_cluster_on_loopback(tmp_path_factory, prefect_server):
             client.get_task_stream()  # the scheduler records every task from now on
             yield {"address": address, "client": client, "root": root}
     finally:
+        from infra.server import stop_process
+
         for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p)
         for log in logs:
             log.close()
 

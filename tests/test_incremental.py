@@ -241,7 +241,8 @@ def _events(n: int, files: list[str], t0: float = 60000.0, f0: float = 1400.0, r
     return df
 
 
-def test_append_rows_keeps_earlier_rows_and_their_files(tmp_path):
+def test_append_rows_keeps_earlier_rows_and_their_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(catalog, "ROW_CHUNK", 2)  # 3 rows: chunk 0 full (kept), chunk 1 partly filled (copied)
     catalog.write_catalog(tmp_path, _events(3, ["a"]), _events(0, ["a"], reason=True),
                           _events(1, ["a"], reason=True), attrs={"batches": [1]}, model_version="v1")
     before = catalog.open_catalog(tmp_path)

@@ -140,3 +140,18 @@ def test_workdir_lock_refuses_a_second_process(tmp_path):
     free = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert free.returncode == 0
     assert isinstance(WorkdirBusyError("x"), RuntimeError)
+
+
+def test_small_files_share_ingest_tasks_and_large_ones_do_not():
+    cfg = TilingConfig(tile_time=16, tile_freq=256, chunk_tiles=8, channels_per_task=4096)
+    small = [ingest.Region(i, f"/a/s{i}.fil", 0, 4, 8 * i) for i in range(5)]  # 1024 channels each
+    large = [ingest.Region(9, "/a/big.fil", f0, f0 + 16, 100 + f0) for f0 in (0, 16, 32)]  # 4096 channels each
+    batches = ingest.batch_regions(small + large + small[:1], cfg)
+    assert [r for b in batches for r in b] == small + large + small[:1]  # every region once, in order
+    assert [len(b) for b in batches] == [4, 1, 1, 1, 1, 1]
+    for b in batches:
+        assert sum((r.f1 - r.f0) * cfg.step_freq for r in b) <= cfg.channels_per_task
+    # the default budget (2^20 channels) puts a demo archive's twelve 16384-channel files in one task
+    demo = [ingest.Region(i, f"/a/d{i}.fil", 0, 64, 64 * i) for i in range(12)]
+    assert ingest.batch_regions(demo, TilingConfig()) == [demo]
+    assert ingest.batch_regions([], cfg) == []

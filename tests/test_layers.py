@@ -13,7 +13,7 @@ PURE = [
     "seti_auditor/scoring.py", "seti_auditor/stats.py", "seti_auditor/cadence_test.py",
     "vae/config.py", "vae/model.py", "vae/loss.py", "vae/train.py", "vae/ops.py", "vae/parallel.py",
     "vae/calibrate.py", "vae/batches.py", "seti_auditor/audit.py", "seti_auditor/truthmatch.py",
-    "seti_auditor/drift.py", "seti_auditor/cadence_search.py",
+    "seti_auditor/drift.py", "seti_auditor/cadence_search.py", "seti_auditor/configs.py",
 ]
 IO = ["seti_auditor/formats/__init__.py", "seti_auditor/formats/filterbank.py", "seti_auditor/formats/bl_h5.py",
       "seti_auditor/tilestore.py", "seti_auditor/ingest.py", "seti_auditor/archive.py", "seti_auditor/catalog.py",

@@ -123,3 +123,26 @@ def test_read_only_workdir_gives_a_clear_error_and_keeps_earlier_outputs(tmp_pat
             _assert_intact(work, before)
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+
+
+def test_a_refusing_file_system_is_not_retried_and_other_failures_are():
+    """The tasks' retry condition: ENOSPC / EROFS / EDQUOT (also as the cause of another error) fail at once."""
+    from prefect.states import Failed
+
+    from tasks.retries import retry_unless_disk_refuses
+
+    def state(exc):
+        return Failed(data=exc)
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert not retry_unless_disk_refuses(None, None, state(full))
+    assert not retry_unless_disk_refuses(None, None, state(OSError(errno.EROFS, "Read-only file system")))
+    try:
+        try:
+            raise full
+        except OSError as inner:
+            raise RuntimeError("writing the region failed") from inner
+    except RuntimeError as outer:
+        assert not retry_unless_disk_refuses(None, None, state(outer))
+    assert retry_unless_disk_refuses(None, None, state(OSError(errno.EIO, "I/O error")))
+    assert retry_unless_disk_refuses(None, None, state(ConnectionError("worker lost")))
