@@ -11,9 +11,10 @@ What it does, in one run:
    file). The ground truth is ``truth.json``.
 2. **Ours.** ``seti-auditor run ARCHIVE --workdir W`` in a subprocess (the real CLI, all its
    defaults: line score, Benjamini-Hochberg at q = 0.01 with the Gumbel null, the CLI's
-   ``--min-on-scans``), wall-timed; this includes Python start-up, the imports, Prefect's
-   ephemeral API and the local Dask cluster, which are timed separately by a subprocess that
-   starts the same cluster and runs an empty flow (reported as "start-up").
+   ``--min-on-scans``, the cadence line search unless ``--no-line-search``), wall-timed; this
+   includes Python start-up, the imports, the CLI's Prefect API (a temporary server it starts at
+   once) and the local Dask cluster, which are timed separately by a subprocess that does the
+   same and runs an empty flow (``benchmarks/common.py``, reported as "start-up").
 3. **Article baseline.** ``seti-auditor score --workdir W --score mse --threshold article``
    on the same tiles and the same trained model (MSE score, flag at mu + 5 sigma of the
    held-out noise scores). The catalog version id is the model version, so this run replaces
@@ -67,9 +68,9 @@ the repository) and removed at the end unless ``--keep``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 # run as a script, benchmarks/ is sys.path[0] and its vae.py would shadow the vae package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+
+
+def _sibling(name: str):
+    """A module of this folder, loaded by path (the folder is no longer on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _sibling("common")  # the start-up probe and the flow times, shared with overhead.py
 
 # the matching rules live in the library (pure, shared with the notebooks)
 from seti_auditor.truthmatch import evaluate, summarise  # noqa: E402
@@ -147,65 +159,6 @@ def run_cli(args: list[str], env: dict, log: Path) -> tuple[float, str]:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"seti-auditor {args[0]} failed with exit status {proc.returncode} (log: {log})")
     return wall, proc.stdout + "\n" + proc.stderr
-
-
-STARTUP_CODE = """
-import time, logging
-t0 = time.perf_counter()
-from flows import cli  # noqa: F401  (what the CLI imports first)
-from flows.run import run_flow  # noqa: F401  (the flow modules: prefect, jax, flax, zarr)
-from prefect import flow
-from infra.runtime import ClusterConfig, dask_cluster, task_runner
-logging.getLogger("distributed").setLevel(logging.WARNING)
-t1 = time.perf_counter()
-
-@flow(name="noop")
-def noop():
-    return 1
-
-with dask_cluster(ClusterConfig()) as address:
-    t2 = time.perf_counter()
-    noop.with_options(task_runner=task_runner(address))()
-    t3 = time.perf_counter()
-print("STARTUP", t1 - t0, t2 - t1, t3 - t2)
-"""
-
-
-def startup_time(env: dict, cwd: Path) -> dict:
-    """Python + imports, local Dask cluster, and an empty Prefect flow on it (ephemeral API)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", STARTUP_CODE], env=env, cwd=str(cwd), capture_output=True,
-                          text=True)
-    wall = time.perf_counter() - t0
-    m = re.search(r"STARTUP (\S+) (\S+) (\S+)", proc.stdout)
-    if proc.returncode != 0 or not m:
-        return {"wall_s": wall, "error": proc.stderr[-500:]}
-    imports, cluster, flow = (float(v) for v in m.groups())
-    return {"wall_s": wall, "imports_s": imports, "dask_cluster_s": cluster, "empty_flow_s": flow}
-
-
-_TS = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+ +\| (.*)$")
-
-
-def stage_times(log_text: str) -> dict:
-    """Seconds of each (sub)flow run from Prefect's log lines (best effort: {} when not found)."""
-    starts, out = {}, {}
-    for line in log_text.splitlines():
-        m = _TS.match(line.strip())
-        if not m:
-            continue
-        h, mi, s, ms, msg = m.groups()
-        t = int(h) * 3600 + int(mi) * 60 + int(s) + int(ms) / 1000.0
-        b = re.search(r"Beginning (?:sub)?flow run '([^']+)' for flow '([^']+)'", msg)
-        if b:
-            starts[b.group(1)] = (b.group(2), t)
-            continue
-        f = re.search(r"Flow run '([^']+)' - Finished in state", msg)
-        if f and f.group(1) in starts:
-            name, t_start = starts[f.group(1)]
-            dt = t - t_start
-            out[name] = round(dt + (86400 if dt < 0 else 0), 2)
-    return out
 
 
 # --------------------------------------------------------------------------- catalogs
@@ -284,7 +237,8 @@ def print_report(res: dict) -> None:
     st = t.get("startup", {})
     if "imports_s" in st:
         print(f"  start-up inside that time (separate measurement): {st['wall_s']:.1f} s "
-              f"(python + imports {st['imports_s']:.1f} s, Dask cluster {st['dask_cluster_s']:.1f} s, "
+              f"(python + imports {st['imports_s']:.1f} s, waiting for the Prefect API {st.get('api_wait_s', 0.0):.1f} s, "
+              f"Dask cluster {st['dask_cluster_s']:.1f} s, "
               f"empty Prefect flow {st['empty_flow_s']:.1f} s)")
     print(f"  bare read of the same files (np.fromfile / h5py, page cache): {t['bare_read_s']:.3f} s = "
           f"{t['bare_mb_s']:.0f} MB/s; end to end is {t['ratio']:.0f}x the bare read")
@@ -347,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nfpc", type=int, help="fine channels per coarse channel (default 16384; --quick 8192)")
     p.add_argument("--n-coarse", type=int, default=4, help="coarse channels per file (default 4)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--line-search", action="store_true", help="ours with the cadence line search (`seti-auditor run --line-search`)")
+    p.add_argument("--line-search", action=argparse.BooleanOptionalAction, default=True,
+                   help="ours with the cadence line search, the CLI's default (--no-line-search: the tile-level test alone)")
     p.add_argument("--tol-hz", type=float, default=1000.0, help="frequency tolerance of a match (Hz)")
     p.add_argument("--no-rescore", action="store_true",
                    help="skip the timed re-run of our score flow (--quick skips it too)")
@@ -379,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
 
         bare = [bare_read(files)]
         log("[detection] start-up measurement (imports, Dask cluster, empty Prefect flow)")
-        startup = startup_time(env, root)
+        startup = bench.startup_time(env, root)
+        startup.pop("output", None)
 
         log("[detection] ours: seti-auditor run (ingest, train, score)")
-        extra = ["--line-search"] if args.line_search else []
+        extra = ["--line-search"] if args.line_search else ["--no-line-search"]
         run_wall, run_text = run_cli(["run", str(archive), "--workdir", str(work), *extra], env, root / "run.log")
         cat_ours, tiles_ours = read_catalog(work), read_tiles(work)
 
@@ -408,14 +364,14 @@ def main(argv: list[str] | None = None) -> int:
                            "total_mb": total / 1e6, "n_signals": len(truth["signals"]), "n_rfi": len(truth["rfi"]),
                            "generate_s": gen_s},
                "tol_hz": args.tol_hz}
-        stages = stage_times(run_text)
+        stages = bench.flow_times(run_text)
         for name, cat, tiles, wall, flow_s in (
                 ("ours", cat_ours, tiles_ours, ours_score_wall, stages.get("score")),
-                ("baseline", cat_base, tiles_base, base_wall, stage_times(base_text).get("score"))):
+                ("baseline", cat_base, tiles_base, base_wall, bench.flow_times(base_text).get("score"))):
             ev = evaluate(truth, cat, tiles, tol, total)
             res[name] = {"eval": ev, "summary": summarise(ev), "score_wall_s": wall, "score_flow_s": flow_s}
         if ours_score_wall is not None:
-            res["ours"]["rescore_flow_s"] = stage_times(rescore_text).get("score")
+            res["ours"]["rescore_flow_s"] = bench.flow_times(rescore_text).get("score")
         bare_s = min(bare)
         res["throughput"] = {"run_wall_s": run_wall, "run_mb_s": total / 1e6 / run_wall, "bare_read_s": bare_s,
                              "bare_mb_s": total / 1e6 / bare_s, "ratio": run_wall / bare_s,

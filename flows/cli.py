@@ -201,9 +201,9 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fdr", type=float, default=0.05, help="false discovery rate q of the tile tests (--threshold bh)")
     p.add_argument("--min-on-scans", type=int, default=2,
                    help="ON scans of a cadence that must show a candidate (a lone noise peak shows in one)")
-    p.add_argument("--line-search", action="store_true",
-                   help="also run the cadence line search: weak and fast-drifting lines followed through their "
-                        "cadence (more recall, some false alarms near strong RFI; see docs/statistics.md)")
+    p.add_argument("--line-search", action=argparse.BooleanOptionalAction, default=True,
+                   help="the cadence line search (default on; --no-line-search: the tile-level test alone): weak and "
+                        "fast-drifting lines followed through their cadence; see docs/statistics.md")
 
 
 def _cluster(args):

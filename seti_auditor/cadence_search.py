@@ -12,16 +12,19 @@ drift) or that is simply faint may not, although its three ON scans together car
    cadence, nearest in time first, each predicted from the nearest block that shows the line
    (``f + drift * dt``), so a chirping line is followed scan by scan. The window around the
    prediction is ``freq_tol_hz + drift_unc * |dt| + chirp * dt^2 / 2`` in frequency and
-   ``drift_unc + chirp * |dt|`` in drift (:func:`seti_auditor.scoring.window_stat`); its best
-   track gets a Bonferroni p-value over the tracks searched
-   (:func:`seti_auditor.scoring.window_pvalue`, conservative).
+   ``drift_unc + chirp * |dt|`` in drift (:func:`seti_auditor.scoring.window_stat`, on the
+   normal scores of the residual); its best track gets a Bonferroni p-value over the tracks
+   searched (:func:`seti_auditor.scoring.window_pvalue`, conservative). Lines drifting 4 or
+   more channels per integration are searched with boxcars of their smear only
+   (:func:`widths_for`).
 3. **Decision** (:func:`decide_lines`): the ON scans' p-values (the seed's own, and the window
    p-values of the other ON scans) are combined by Fisher's method; Benjamini-Hochberg at
    ``q`` runs over the combined p-values with ``m`` = every ON row of every cadence (each row
    could have been a seed; a row that was not is counted with p = 1). Lines are taken in
    order of combined p and later seeds on an accepted line dropped. A line is reported when
    its q-value is at most ``q``, at least ``min_on_scans`` ON scans show it (the seed's, and
-   any with window ``p <= show_p``), the seed's own track holds up in its standardised window
+   any whose window ``p <= show_p`` with a best track that continues the seed's,
+   :func:`coherent`), the seed's own track holds up in its standardised window
    (``p <= show_p``), and no OFF scan shows it (window ``p <= veto_p``: RFI); each ON scan
    that shows it becomes a catalog row.
 
@@ -42,6 +45,7 @@ from seti_auditor.stats import bh_qvalues
 
 _SECONDS_PER_DAY = 86400.0
 
+# the columns of a target (:func:`next_targets`' output; the measurement adds the window's result)
 TARGET_COLUMNS = (
     "seed", "cadence_id", "scan_index", "on_source", "file_id", "tile", "own", "dt_s", "freq_mhz", "chan0",
     "drift0_chan", "half_chan", "half_drift_chan", "drift_step_chan", "foff_mhz", "tsamp_s", "tile_freq0_mhz",
@@ -53,7 +57,7 @@ TARGET_COLUMNS = (
 class LineSearchConfig:
     """The cadence line search (see the module docstring)."""
 
-    enabled: bool = False  # run it after the tile-level cadence test (opt-in: costs false alarms near strong RFI)
+    enabled: bool = True  # run it after the tile-level cadence test (on by default since 0 false candidates on ~1 GB; docs/statistics.md)
     seed_p: float = 0.002  # ON rows with a calibrated p <= this seed a line
     max_seeds: int = 5000  # at most this many seeds per run (smallest p first): bounds the cost
     freq_tol_hz: float = 20.0  # window half-width around the carried line, fixed part (Hz)
@@ -73,8 +77,17 @@ class LineSearchConfig:
 
 
 def widths_for(drift_chan: float) -> tuple[int, ...]:
-    """Boxcar widths searched for a line drifting ``drift_chan`` channels per integration (smeared over ~that)."""
+    """Boxcar widths searched for a line drifting ``drift_chan`` channels per integration.
+
+    A line drifting ``k`` channels per integration is smeared over about ``k`` channels in each
+    integration (the spectrometer integrates while it moves), so for ``k >= 4`` a boxcar of 1-3
+    channels holds at most 3/k of its power per integration: only ``k // 2``, ``k`` and ``k + 2``
+    are searched. Narrow boxcars there added tracks (a larger Bonferroni factor) that matched
+    noise, not lines (docs/statistics.md). Slower lines: 1, 2, 3 (and ``k``, ``k + 2``).
+    """
     k = int(round(abs(drift_chan)))
+    if k >= 4:
+        return tuple(sorted({k // 2, k, k + 2}))
     return tuple(sorted({1, 2, 3} | ({k, k + 2} if k >= 2 else set())))
 
 
@@ -180,7 +193,10 @@ def next_targets(seed_rows: pd.DataFrame, cadence_blocks: list[tuple], measured:
             rows.append({"seed": int(seed.seed), "cadence_id": str(seed.cadence_id), "scan_index": block[0],
                          "on_source": bool(block[5]["on_source"].iloc[0]), "file_id": int(block[5]["file_id"].iloc[0]),
                          "tile": -1, "own": False, "tstart_mjd": block[1], "tstop_mjd": block[2]})
-    return pd.DataFrame(rows)
+    extra = {k for r in rows for k in r} - set(TARGET_COLUMNS)
+    if extra:  # a programming error: the measurement and the decision read these columns by name
+        raise RuntimeError(f"next_targets: columns {sorted(extra)} are not in TARGET_COLUMNS")
+    return pd.DataFrame(rows, columns=list(TARGET_COLUMNS))
 
 
 # --------------------------------------------------------------------------- decision
@@ -190,6 +206,39 @@ def fisher(p: np.ndarray) -> float:
     """Fisher's combined p-value of independent p-values."""
     p = np.clip(np.asarray(p, np.float64), 1e-300, 1.0)
     return float(sps.chi2.sf(-2.0 * np.log(p).sum(), 2 * p.size)) if p.size else 1.0
+
+
+def coherent(measured: pd.DataFrame, cfg: LineSearchConfig) -> np.ndarray:
+    """Per measured row: does its best track continue the seed's own track (trapezoid rule)?
+
+    For a line whose drift changes at a constant rate (a linear line, or a chirp), the mean
+    drift between two scans, ``(f_row - f_seed) / dt``, is the average of the drifts measured
+    in the two scans, whatever the chirp. The tolerance is the measurement's: the window's
+    fixed frequency half-width over the time gap (``freq_tol_hz / |dt|``) plus the seed's drift
+    uncertainty (recovered from its own target's drift half-width, ``drift_unc_hz_s`` or
+    ``fast_drift_unc_hz_s``). A window whose best track is a noise peak that merely lies
+    inside the window fails it; the seed's own row, and rows without a track, pass.
+    """
+    if measured.empty:
+        return np.zeros(0, bool)
+    f = (measured["tile_freq0_mhz"] + measured["chan"] * measured["foff_mhz"]).to_numpy(np.float64)
+    t = (0.5 * (measured["tstart_mjd"] + measured["tstop_mjd"]) * _SECONDS_PER_DAY).to_numpy(np.float64)
+    to_hz_s = (measured["foff_mhz"] * 1e6 / measured["tsamp_s"]).to_numpy(np.float64)
+    d = measured["drift_chan"].to_numpy(np.float64) * to_hz_s
+    unc = measured["half_drift_chan"].to_numpy(np.float64) * np.abs(to_hz_s)  # own rows (dt = 0): the seed's drift_unc
+    own = measured["own"].to_numpy(bool)
+    seed = measured["seed"].to_numpy()
+    first = pd.Series(np.arange(len(measured)))[own].groupby(seed[own]).first()  # the own row of each seed
+    ref = pd.Series(seed).map(first).to_numpy()
+    ok = np.ones(len(measured), bool)
+    has = ~np.isnan(ref) & np.isfinite(f) & ~own
+    i, j = np.flatnonzero(has), ref[has].astype(np.int64)
+    dt = t[i] - t[j]
+    valid = np.isfinite(f[j]) & (np.abs(dt) > 0)
+    mismatch = np.abs((f[i] - f[j]) * 1e6 / np.where(valid, dt, 1.0) - 0.5 * (d[i] + d[j]))
+    tol = cfg.freq_tol_hz / np.maximum(np.abs(dt), 1e-9) + unc[j]
+    ok[i] = ~valid | (mismatch <= tol)
+    return ok
 
 
 def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, cfg: LineSearchConfig) -> tuple:
@@ -204,6 +253,7 @@ def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, 
     if seed_rows.empty or measured.empty:
         return pd.DataFrame(), pd.DataFrame()
     seed_p = seed_rows.set_index("seed")["p"]
+    measured = measured.assign(coherent=coherent(measured, cfg))
     per_seed = []
     for sid, grp in measured.groupby("seed", sort=False):
         on_other = grp[grp["on_source"] & ~grp["own"]]
@@ -214,7 +264,8 @@ def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, 
             "seed": int(sid), "p_combined": fisher(p_on), "n_on_measured": int(p_on.size),
             # the seed's track, standardised against its own strip, must hold up (not a p-value: a check)
             "own_shown": bool(own_p.size and float(own_p.iloc[0]) <= cfg.show_p),
-            "n_on_scans": 1 + int((on_other["p"] <= cfg.show_p).sum()),
+            # another ON scan shows the line when its best track is significant and continues the seed's
+            "n_on_scans": 1 + int(((on_other["p"] <= cfg.show_p) & on_other["coherent"]).sum()),
             "n_off_checked": int(len(off)), "n_off_shown": int((off["p"] <= cfg.veto_p).sum()),
         })  # fmt: skip
     lines = pd.DataFrame(per_seed).sort_values(["p_combined", "seed"], kind="mergesort")
@@ -243,7 +294,7 @@ def decide_lines(seed_rows: pd.DataFrame, measured: pd.DataFrame, m_tests: int, 
     out = measured.merge(lines[["seed", "p_combined", "q_combined", "n_on_scans", "n_off_checked", "verdict"]],
                          on="seed")
     own = out["own"].to_numpy(bool)
-    shown = (out["on_source"] & (out["p"] <= cfg.show_p)).to_numpy() | own
+    shown = (out["on_source"] & (out["p"] <= cfg.show_p) & out["coherent"]).to_numpy() | own
     # passing lines: every ON scan that shows them; other lines: the seed's own scan (diagnostics)
     pick = np.where(out["verdict"].to_numpy() == "pass", shown, own)
     return lines.reset_index(drop=True), out[pick].reset_index(drop=True)

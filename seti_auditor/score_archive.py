@@ -36,7 +36,7 @@ from seti_auditor.cadence_search import LineSearchConfig, overlaps, decide_lines
 from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
 from seti_auditor.drift import DriftConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
-from seti_auditor.stats import ThresholdConfig, decide
+from seti_auditor.stats import ThresholdConfig, bh_qvalues, decide
 from seti_auditor.training import score_selection
 
 log = logging.getLogger(__name__)
@@ -143,25 +143,12 @@ def score_region(workdir: str, start: int, stop: int, job: ScoreJob, version: st
     return {"start": start, "n_valid": int(valid.sum()) * sb, "kept_tile": kept, "kept_p": kept_p}
 
 
-def bh_sparse(p_kept: np.ndarray, m: int) -> np.ndarray:
-    """Benjamini-Hochberg q-values of the ``k`` smallest of ``m`` p-values (the rest larger)."""
-    p = np.asarray(p_kept, np.float64)
-    if p.size == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    ranked = p[order] * m / np.arange(1, p.size + 1)
-    q_sorted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    q = np.empty_like(q_sorted)
-    q[order] = q_sorted
-    return q
-
-
 def apply_fdr(workdir: str, results: list[dict], job: ScoreJob) -> dict:
     """Archive-wide Benjamini-Hochberg: write ``q_value`` (and ``flagged`` for the BH rule)."""
     m = sum(r["n_valid"] for r in results)
     tiles = np.concatenate([r["kept_tile"] for r in results]) if results else np.zeros(0, np.int64)
     p = np.concatenate([r["kept_p"] for r in results]) if results else np.zeros(0)
-    q = bh_sparse(p, max(m, 1))
+    q = bh_qvalues(p, m)  # the k smallest of m p-values (the rest are larger)
     exact = q <= job.q_report
     path = scorestore.store_path(workdir)
     g = zarr.open_group(str(path), mode="r+")
@@ -413,7 +400,7 @@ def apply_fdr_rows(workdir: str, results: list[dict], job: ScoreJob, ranges: lis
     m = sum(r["n_valid"] for r in results)
     tiles = np.concatenate([r["kept_tile"] for r in results]) if results else np.zeros(0, np.int64)
     p = np.concatenate([r["kept_p"] for r in results]) if results else np.zeros(0)
-    q = bh_sparse(p, max(m, 1))
+    q = bh_qvalues(p, m)  # the k smallest of m p-values (the rest are larger)
     g = zarr.open_group(str(scorestore.store_path(workdir)), mode="r+")
     sb = int(g["q_value"].shape[1])
     n_flagged = 0

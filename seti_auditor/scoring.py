@@ -53,6 +53,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +411,23 @@ def _track_sums(csum, cnt, centre_TxDxO, w, min_pixels):
     return np.where(pixels >= min_pixels, total / np.sqrt(np.maximum(pixels, 1.0)), -np.inf)
 
 
+def normal_scores(z_TxL: np.ndarray) -> np.ndarray:
+    """Each row's values replaced by their normal scores, ``Phi^-1(rank / (n + 1))`` (NaN stays NaN).
+
+    The residual of chi-squared noise keeps its positive skew (about 0.24 per pixel in the
+    benchmark's residuals, ``sqrt(8 / dof)`` for ``dof`` = 102): a sum of 16 such pixels has an
+    upper tail 2-4 times the Gaussian's at 4-4.5 sigma, which is where a window search's best
+    track lies. Normal scores make every row's marginal exactly Gaussian (and every row equally
+    spread, which also evens out integrations lifted by a broadband impulse), so track sums are
+    Gaussian to the tail. Ties (values clipped at the same level) share their average rank.
+    """
+    z = np.asarray(z_TxL, np.float64)
+    ok = np.isfinite(z)
+    ranks = rankdata(np.where(ok, z, np.nan), axis=1, nan_policy="omit")
+    n = ok.sum(axis=1, keepdims=True)
+    return np.where(ok, ndtri(ranks / (n + 1.0)), np.nan)
+
+
 def window_stat(z_TxL: np.ndarray, chan0: float, drift0: float, half_chan: float, half_drift: float,
                 drift_step: float, widths: tuple[int, ...], min_track_frac: float = 0.25) -> tuple:
     """Best track near a predicted line: a local de-Doppler search of one strip (numpy).
@@ -416,19 +435,25 @@ def window_stat(z_TxL: np.ndarray, chan0: float, drift0: float, half_chan: float
     The tracks are ``f(t) = chan0 + o + d * (t - t_mid)`` with ``t_mid = (T - 1) / 2``, offsets
     ``o`` in ``[-half_chan, half_chan]`` (half-channel steps for boxcars of 1-2 channels, whole
     channels above), drifts ``d`` in ``drift0 +- half_drift`` (steps of ``drift_step``, channels
-    per integration) and boxcars of ``widths`` channels centred on ``f(t)``. A track's raw
-    statistic is the sum of ``z`` over its pixels inside the strip over the square root of
-    their number (tracks with fewer than ``min_track_frac * T * w`` pixels inside are
-    ignored; NaN pixels, a missing neighbour tile, are outside). Residuals are not white (neighbouring
+    per integration) and boxcars of ``widths`` channels centred on ``f(t)``. The strip's values
+    are first replaced by their normal scores row by row (:func:`normal_scores`): the residual
+    of chi-squared noise is skewed, and raw track sums had an upper tail 2-4 times the
+    Gaussian's at 4-4.5 sigma, where a window's best track lies. A track's raw statistic is
+    the sum of those scores over its pixels inside the strip over the square root of their
+    number (tracks with fewer than ``min_track_frac * T * w`` pixels inside are ignored; NaN
+    pixels, a missing neighbour tile, are outside). Residuals are not white (neighbouring
     channels correlate, reconstruction errors persist in time), so each width's statistics are
     standardised by a local null: the median and robust spread of the same statistic at drift
     ``drift0`` at every channel of the strip. Under noise each standardised track is then close
-    to N(0, 1), whatever the residual's correlations.
+    to N(0, 1), whatever the residual's correlations. (A null local in frequency, over +-96
+    channels, was measured too: its noisier spread made the tail worse, not better; see
+    docs/statistics.md.)
 
     Parameters
     ----------
     z_TxL : array (T, L)
-        Standardised, clipped residual (:func:`residual_z`) of a strip of channels.
+        Standardised, clipped residual (:func:`residual_z`) of a strip of channels (any
+        monotone transform of it gives the same result: only ranks within rows are used).
     chan0, drift0 : float
         Predicted channel at ``t_mid`` and drift (channels per integration).
     half_chan, half_drift, drift_step : float
@@ -443,7 +468,7 @@ def window_stat(z_TxL: np.ndarray, chan0: float, drift0: float, half_chan: float
         ``t_mid``, drift and width, and the number of tracks searched (for a Bonferroni
         p-value, :func:`window_pvalue`).
     """
-    z = np.asarray(z_TxL, np.float64)
+    z = normal_scores(z_TxL)
     t, n = z.shape
     inside = np.isfinite(z)
     zero = np.zeros((t, 1))

@@ -132,19 +132,22 @@ def test_rerun_changes_nothing(demo):
 
 
 def test_line_search_adds_only_lines_of_injected_signals(demo, thread_runner):
-    """The opt-in cadence line search, through the score flow's per-cadence tasks: every line row
-    it adds lies in an ON scan on an injected signal, and the tile-level candidates stay."""
+    """The cadence line search (on by default, so in the demo's catalog), through the score flow's
+    per-cadence tasks: every line row it adds lies in an ON scan on an injected signal, and the
+    candidates of the tile-level test alone (a rescore without it) are all still there.
+
+    Runs last in the module: it leaves the tile-level catalog behind."""
     from flows.score import score_flow
     from seti_auditor.cadence_search import LineSearchConfig
 
-    before = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False).load().to_dataframe()
-    summary = score_flow.with_options(task_runner=thread_runner())(
-        str(demo["work"]), ScoreJob(lines=LineSearchConfig(enabled=True)))
     ds = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False).load()
     after = ds.to_dataframe()
     stats = json.loads(ds.attrs["line_search"]) if isinstance(ds.attrs["line_search"], str) else ds.attrs["line_search"]
     assert stats["seeds"] >= 1 and stats["m"] > 0
-    assert summary.n_candidates == len(after) >= len(before)
+    summary = score_flow.with_options(task_runner=thread_runner())(
+        str(demo["work"]), ScoreJob(lines=LineSearchConfig(enabled=False)))
+    before = xr.open_zarr(str(demo["work"] / "catalog.zarr"), consolidated=False).load().to_dataframe()
+    assert summary.n_candidates == len(before) <= len(after) and (before.method == "tile").all()
     assert set(before.source_file + before.peak_freq_mhz.round(6).astype(str)) <= set(
         after.source_file + after.peak_freq_mhz.round(6).astype(str))
     lines = after[after.method == "cadence_line"]

@@ -41,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from flows.run import run_flow
     from infra.runtime import ClusterConfig, dask_cluster, task_runner
+    from seti_auditor.cadence_search import LineSearchConfig
     from seti_auditor.score_archive import ScoreJob
     from seti_auditor.tiling import TilingConfig
     from seti_auditor.training import TrainJob
 
     tiling = TilingConfig(chunk_tiles=args.chunk_tiles, channels_per_task=args.channels_per_task)
     train = TrainJob(epochs=args.epochs)
-    score = ScoreJob(tiles_per_task=args.tiles_per_task, n_plots=args.plots)
+    score = ScoreJob(tiles_per_task=args.tiles_per_task, n_plots=args.plots, lines=LineSearchConfig(enabled=False))  # as support.JOB
     cluster = ClusterConfig(address=args.dask_address, workers=args.workers,
                             processes=None if args.dask_address else False)
     with dask_cluster(cluster) as address:

@@ -16,13 +16,15 @@ import xarray as xr
 import zarr
 
 from seti_auditor import catalog
+from seti_auditor.cadence_search import LineSearchConfig
 from seti_auditor.score_archive import ScoreJob
 from seti_auditor.tiling import TilingConfig
 from seti_auditor.training import TrainJob
 
 REPO = Path(__file__).resolve().parents[2]
 TILING = TilingConfig(chunk_tiles=16, channels_per_task=4096)  # 4 ingest regions per file, 24 chunks in all
-JOB = ScoreJob(tiles_per_task=16, n_plots=0)  # one chunk per score task: 24 tasks
+# one chunk per score task (24 tasks); no cadence line search: these tests are about faults, not the search
+JOB = ScoreJob(tiles_per_task=16, n_plots=0, lines=LineSearchConfig(enabled=False))
 TRAIN = TrainJob(epochs=2)  # few epochs: the faults, not the model, are under test
 
 
