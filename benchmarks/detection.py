@@ -68,14 +68,15 @@ the repository) and removed at the end unless ``--keep``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -85,15 +86,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
 
 
-def _sibling(name: str):
-    """A module of this folder, loaded by path (the folder is no longer on sys.path)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _sibling("common")  # the start-up probe and the flow times, shared with overhead.py
+# the start-up probe and the flow times, shared with overhead.py (this folder is not on sys.path)
+bench = types.SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("common.py"))))
 
 # the matching rules live in the library (pure, shared with the notebooks)
 from seti_auditor.truthmatch import evaluate, summarise  # noqa: E402

@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -62,15 +62,8 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 
-def _sibling(name: str):
-    """A module of this folder, loaded by path (the folder is not on sys.path)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _sibling("common")  # the start-up probe and the flow times, shared with detection.py
+# the start-up probe and the flow times, shared with detection.py (this folder is not on sys.path)
+bench = types.SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().with_name("common.py"))))
 
 
 # --------------------------------------------------------------------------- the bare loop (child)
