@@ -83,7 +83,8 @@ def inspect_files(paths: list[str], tiling: TilingConfig) -> list[dict]:
 def _tile_name(parameters: dict) -> str:
     """``tile FILE frequency tiles a-b (+N more regions)``: the task run's name in the UI."""
     first, n = parameters["regions"][0], len(parameters["regions"])
-    more = f" (+{n - 1} more region{'s' if n > 2 else ''} of {parameters['n_files']} files)" if n > 1 else ""
+    files = parameters["n_files"]
+    more = f" (+{n - 1} more region{'s' if n > 2 else ''} of {files} file{'s' if files > 1 else ''})" if n > 1 else ""
     return f"tile {Path(first.path).name} frequency tiles {first.f0}-{first.f1}{more}"
 
 

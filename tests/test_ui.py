@@ -58,7 +58,7 @@ def test_demo_runs_and_artifacts_are_on_the_server(ui_demo):
     # task runs name their observation file, their region and the model version
     tiling = [n for n in names if n.startswith("tile ")]  # the demo's small files share one ingest task
     assert tiling and all(n.split(" frequency tiles ")[0].removeprefix("tile ") in files for n in tiling), tiling
-    more = [re.search(r"\(\+(\d+) more regions? of (\d+) files\)", n) for n in tiling]
+    more = [re.search(r"\(\+(\d+) more regions? of (\d+) files?\)", n) for n in tiling]
     assert sum(1 + int(m.group(1)) if m else 1 for m in more) == len(files)  # one region per demo file
     assert any(n.startswith("score blc") and f"with model {version}" in n for n in names), names
     assert all(t.state.is_completed() for t in tasks)
