@@ -1,4 +1,4 @@
-"""What the benchmarks share: the CLI's start-up probe and the flow times read from Prefect's log.
+"""What the benchmarks share: running a logged child, the CLI's start-up probe, the flow times from Prefect's log.
 
 Imported by the benchmark scripts as a sibling module, before they take this folder off
 ``sys.path`` (its ``vae.py`` would shadow the ``vae`` package). Standard library only.
@@ -40,6 +40,19 @@ with cli.PrefectApi(args) as api:  # as flows.cli.main does
         t4 = time.perf_counter()
 print("STARTUP", t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 """
+
+
+def run_logged(cmd: list[str], env: dict, cwd: Path, log: Path, label: str,
+               timeout_s: float | None = None) -> tuple[float, str]:
+    """Run ``cmd``; (wall seconds, stdout + stderr). Both go to ``log``; a failure exits, naming ``label`` and the log."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout_s)
+    wall = time.perf_counter() - t0
+    log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise SystemExit(f"{label} failed with exit status {proc.returncode} (log: {log})")
+    return wall, proc.stdout + "\n" + proc.stderr
 
 
 def startup_time(env: dict, cwd: Path, timeout_s: float = 600.0) -> dict:

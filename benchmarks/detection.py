@@ -72,7 +72,6 @@ import json
 import os
 import runpy
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -144,15 +143,8 @@ def cli_command() -> list[str]:
 
 
 def run_cli(args: list[str], env: dict, log: Path) -> tuple[float, str]:
-    """Run ``seti-auditor ARGS``; returns (wall seconds, stdout). Output goes to ``log`` as well."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cli_command() + args, env=env, cwd=str(log.parent), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    log.write_text(f"$ seti-auditor {' '.join(args)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise SystemExit(f"seti-auditor {args[0]} failed with exit status {proc.returncode} (log: {log})")
-    return wall, proc.stdout + "\n" + proc.stderr
+    """Run ``seti-auditor ARGS``; returns (wall seconds, output). Output goes to ``log`` as well."""
+    return bench.run_logged(cli_command() + args, env, log.parent, log, f"seti-auditor {args[0]}")
 
 
 # --------------------------------------------------------------------------- catalogs

@@ -122,22 +122,15 @@ def bare_score(workdir: str, job, times: dict) -> dict:
 
     import pandas as pd
 
-    from seti_auditor import __version__, catalog, modeldir, score_archive, scorestore, tilestore
+    from seti_auditor import __version__, catalog, score_archive, tilestore
     from seti_auditor.cadence_test import cadence_test
     from seti_auditor.plots import candidate_plot
 
     t, c = time.perf_counter(), time.process_time()
-    meta = modeldir.read_meta(workdir)
-    version = meta["model_version"]
-    tiles_path = tilestore.store_path(workdir)
-    tiling = tilestore.read_tiling_config(tiles_path)
-    n = tilestore.n_tiles(tiles_path)
-    scores_path = scorestore.store_path(workdir)
-    key = score_archive.score_key(version, job)
-    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, job.score.subbands, version, key,
-                                       {"score_job": json.dumps(dataclasses.asdict(job)), "code_version": __version__})
-    manifest = tilestore.load_manifest(tiles_path)
-    if not fresh:
+    run = score_archive.prepare_scores(workdir, job)
+    meta, version, tiling, n, key = run.meta, run.version, run.tiling, run.n_tiles, run.key
+    manifest = tilestore.load_manifest(tilestore.store_path(workdir))
+    if not run.fresh:
         raise SystemExit(f"{workdir}: the bare loop times a fresh work directory only")
     regions = score_archive.plan_regions(n, tiling.chunk_tiles, job.tiles_per_task)
     results = [score_archive.score_region(workdir, a, b, job, version) for a, b in regions]
@@ -210,14 +203,7 @@ def run_bare(archive: str, workdir: str, cli_args: list[str]) -> dict:
 
 
 def _child(cmd: list[str], env: dict, cwd: Path, log: Path, timeout: float) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=str(cwd), capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    log.write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed with exit status {proc.returncode} (log: {log})")
-    return wall, proc.stdout + "\n" + proc.stderr
+    return bench.run_logged(cmd, env, cwd, log, " ".join(cmd[:4]) + " ...", timeout)
 
 
 def startup(env: dict, cwd: Path, log: Path) -> dict:

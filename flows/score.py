@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import uuid
 from pathlib import Path
 
@@ -79,16 +78,9 @@ def score_flow(workdir: str, job: score_archive.ScoreJob | None = None) -> Score
 
 def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     logger = get_run_logger()
-    meta = modeldir.read_meta(workdir)
-    version = meta["model_version"]
-    tiles_path = tilestore.store_path(workdir)
-    tiling = tilestore.read_tiling_config(tiles_path)
-    n = tilestore.n_tiles(tiles_path)
-    scores_path = scorestore.store_path(workdir)
-    key = score_archive.score_key(version, job)
-    fresh = scorestore.ensure_template(scores_path, n, tiling.chunk_tiles, job.score.subbands, version, key,
-                                       {"score_job": json.dumps(dataclasses.asdict(job)), "code_version": __version__})
-    manifest = tilestore.load_manifest(tiles_path)
+    run = score_archive.prepare_scores(workdir, job)
+    meta, version, tiling, n, key, fresh = run.meta, run.version, run.tiling, run.n_tiles, run.key, run.fresh
+    manifest = tilestore.load_manifest(tilestore.store_path(workdir))
     prior = catalog.version_attrs(workdir, version) if version in catalog.list_versions(workdir) else None
     plan = score_archive.plan_increment(manifest, prior, key, fresh, catalog.current_version(workdir) == version)
     logger.info("model %s, catalog mode %s: %s", version, plan.mode, plan.reason)
@@ -98,7 +90,8 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
         return summary
 
     regions = score_archive.plan_regions(n, tiling.chunk_tiles, job.tiles_per_task)
-    todo = regions if fresh else score_archive.unscored_regions(scores_path, n, tiling.chunk_tiles, job.tiles_per_task)
+    todo = regions if fresh else score_archive.unscored_regions(scorestore.store_path(workdir), n, tiling.chunk_tiles,
+                                                                job.tiles_per_task)
     logger.info("model %s: %d tiles, %d regions to score %s%s", version, n, len(todo), todo[:4],
                 " ..." if len(todo) > 4 else "")
     progress = progress_reporter("score-progress", "regions scored", len(todo))

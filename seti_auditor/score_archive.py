@@ -37,6 +37,7 @@ from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
 from seti_auditor.drift import DriftConfig
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, bh_qvalues, decide
+from seti_auditor.tiling import TilingConfig
 from seti_auditor.training import score_selection
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,36 @@ def score_key(model_version: str, job: ScoreJob) -> str:
     """
     settings = json.dumps(dataclasses.asdict(job), sort_keys=True) + __version__
     return f"{model_version}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRun:
+    """What a score run starts from (:func:`prepare_scores`)."""
+
+    meta: dict  # the current model's metadata (modeldir.read_meta)
+    version: str  # its model version
+    tiling: TilingConfig  # the tile store's tiling
+    n_tiles: int  # length of the tile dimension (valid and padding tiles)
+    key: str  # score_key of the model and the job
+    fresh: bool  # scores.zarr was (re)made empty for this key: nothing of it can be reused
+
+
+def prepare_scores(workdir: str, job: ScoreJob) -> ScoreRun:
+    """The current model, the store's shape, and ``scores.zarr``'s template for this model and job.
+
+    The template is written once per score key (:func:`seti_auditor.scorestore.ensure_template`);
+    a store made under another key is replaced, one made under this key is kept for resuming.
+    """
+    meta = modeldir.read_meta(workdir)
+    version = meta["model_version"]
+    tiles_path = tilestore.store_path(workdir)
+    tiling = tilestore.read_tiling_config(tiles_path)
+    n = tilestore.n_tiles(tiles_path)
+    key = score_key(version, job)
+    fresh = scorestore.ensure_template(scorestore.store_path(workdir), n, tiling.chunk_tiles, job.score.subbands,
+                                       version, key, {"score_job": json.dumps(dataclasses.asdict(job)),
+                                                      "code_version": __version__})
+    return ScoreRun(meta, version, tiling, n, key, fresh)
 
 
 def plan_regions(n_tiles: int, chunk_tiles: int, tiles_per_task: int) -> list[tuple[int, int]]:
