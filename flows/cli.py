@@ -66,13 +66,17 @@ class PrefectApi:
         """Before the first flow: wait for the temporary server and point this process (and its threads) at it."""
         if self.server is None or self._url is not None:
             return
-        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+        from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings,
+                                      temporary_settings)
 
         self._url = self.server.wait(get_current_settings().server.ephemeral.startup_timeout_seconds)
         print(f"seti-auditor: runs report to a temporary Prefect API at {self._url} (stored in PREFECT_HOME); "
               "for the UI, start `seti-auditor ui` and export PREFECT_API_URL", file=sys.stderr, flush=True)
         self._stack.enter_context(_environ("PREFECT_API_URL", self._url))  # new threads read the environment
-        self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self._url}))
+        # no flow-run heartbeats: they let a lasting server mark a run as crashed when its process dies, but
+        # this server dies with the process; each flow run would wait up to 1 s at its end for the thread
+        self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self._url,
+                                                              PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
 
     def __exit__(self, *exc) -> None:
         if self._url is not None:  # send the logs and events still queued while the server is there

@@ -48,13 +48,12 @@ def train_flow(workdir: str, job: TrainJob | None = None) -> TrainReport:
 
 def loss_curve_png(history: list[dict]) -> bytes:
     """A PNG of the loss per epoch (reconstruction and KL on their own axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: no pyplot state, safe in any thread
 
     epochs = [h["epoch"] + 1 for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.13, right=0.87, bottom=0.15, top=0.95)  # fixed margins: no layout pass
     ax.plot(epochs, [h["loss"] for h in history], "o-", label="loss")
     ax.plot(epochs, [h["recon"] for h in history], "s--", label="reconstruction")
     ax.set_xlabel("epoch")
@@ -64,10 +63,8 @@ def loss_curve_png(history: list[dict]) -> bytes:
     ax2.plot(epochs, [h["kl"] for h in history], "^:", color="tab:red", label="KL")
     ax2.set_ylabel("KL")
     fig.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -48,21 +48,22 @@ def _audit(model: VAE, tiles_NxTxF, score_cfg: ScoreConfig):
     return mse, stat, drift, chan, z, recon_z
 
 
-@functools.partial(nnx.jit, static_argnames="clip")
-def _residual(model: VAE, tiles_NxTxF, clip: float):
+@functools.partial(nnx.jit, static_argnames=("clip", "row_scale"))
+def _residual(model: VAE, tiles_NxTxF, clip: float, row_scale: bool):
     mean, _ = model.encode(transform_input(model.cfg, tiles_NxTxF))
     recon_z = inverse_transform(model.cfg, model.decode(mean).astype(jnp.float32))
     z = jnp.asarray(tiles_NxTxF, jnp.float32)
     if model.cfg.premask:
         z = jnp.where(jnp.abs(z) > model.cfg.premask_sigma, 0.0, z)
-    return residual_z(z, recon_z, clip)
+    return residual_z(z, recon_z, clip, row_scale)
 
 
 def residuals(model: VAE, tiles_NxTxF: np.ndarray, score_cfg: ScoreConfig = ScoreConfig()) -> np.ndarray:
     """The standardised, clipped residual that the line search sums, ``(N, T, F)`` float32."""
     n = tiles_NxTxF.shape[0]
     bs = max(1, min(score_cfg.batch_size, n))
-    out = [np.asarray(_residual(model, _padded(np.asarray(tiles_NxTxF[a:b], np.float32), bs), score_cfg.clip))[: b - a]
+    out = [np.asarray(_residual(model, _padded(np.asarray(tiles_NxTxF[a:b], np.float32), bs), score_cfg.clip,
+                                    score_cfg.row_scale))[: b - a]
            for a, b in _batches(n, bs)]
     return np.concatenate(out) if out else np.zeros((0, *tiles_NxTxF.shape[1:]), np.float32)
 

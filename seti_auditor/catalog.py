@@ -169,7 +169,7 @@ def _existing_versions(path: str) -> list[str]:
     if not os.path.isdir(path):
         return []
     try:
-        with xr.open_zarr(path, consolidated=False, zarr_format=3) as ds:
+        with xr.open_zarr(path, consolidated=False, zarr_format=3, chunks=None) as ds:
             attrs = dict(ds.attrs)
     except (OSError, ValueError, KeyError):
         return []
@@ -319,7 +319,8 @@ def open_catalog(
             reversed(_siblings(store, "old")), store)
         before = _inode(source)
         try:
-            with xr.open_zarr(source, group=node, consolidated=False, zarr_format=3) as ds:
+            # chunks=None: read with numpy, not as dask graphs on whatever cluster the caller runs in
+            with xr.open_zarr(source, group=node, consolidated=False, zarr_format=3, chunks=None) as ds:
                 loaded = ds.load()
         except Exception:  # noqa: BLE001 - a store swapped while read mixes two versions: read again
             if before is not None and _inode(source) == before or attempt == _OPEN_TRIES - 1 or not os.path.exists(

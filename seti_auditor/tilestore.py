@@ -236,7 +236,9 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
             os.replace(backup, group_dir)
         else:
             return empty_manifest()
-    ds = xr.open_zarr(str(path), group=MANIFEST_GROUP, consolidated=False).load()
+    # chunks=None: numpy, not dask; inside a task on a Dask worker, a dask read would send one tiny
+    # graph per column through the cluster's scheduler (hundreds of tasks per flow)
+    ds = xr.open_zarr(str(path), group=MANIFEST_GROUP, consolidated=False, chunks=None).load()
     df = ds.to_dataframe().reset_index(drop=True)
     for name, dtype in MANIFEST_COLUMNS.items():
         if name not in df:  # a store written before the column existed
