@@ -117,14 +117,15 @@ def bare_train(workdir: str, job) -> dict:
 def bare_score(workdir: str, job, times: dict) -> dict:
     """What flows/score.py does on a fresh work directory (its "full" path), task bodies called in
     a loop (tasks/score.py): score regions, archive-wide BH, tile table, cadence test, cadence line
-    search (one call per cadence), catalog, plots."""
+    search (one call per cadence) and the joint fast-line search when enabled (one call per complete cadence),
+    catalog, plots."""
     import uuid
 
     import pandas as pd
 
     from seti_auditor import __version__, catalog, score_archive, tilestore
     from seti_auditor.cadence_test import cadence_test
-    from seti_auditor.plots import candidate_plot
+    from seti_auditor.plots import candidate_plots
 
     t, c = time.perf_counter(), time.process_time()
     run = score_archive.prepare_scores(workdir, job)
@@ -147,6 +148,11 @@ def bare_score(workdir: str, job, times: dict) -> dict:
                     for cad, rows in plan.cadences.items()]
         measured = pd.concat(measured, ignore_index=True) if measured else pd.DataFrame()
         candidates, rfi, rejected, lines = score_archive.finish_lines(plan, measured, candidates, rfi, rejected, job)
+        if score_archive.joint_enabled(job):  # the joint fast-line search: one call per complete cadence
+            results = [score_archive.search_joint(workdir, version, rows, job)
+                       for rows in score_archive.plan_joint(table).values()]
+            candidates, rfi, rejected, lines["joint"] = score_archive.finish_joint(results, table, candidates, rfi,
+                                                                                 rejected, job)
     candidates, rfi, rejected = (frame.assign(model_version=version) for frame in (candidates, rfi, rejected))
     run_id = str(uuid.uuid4())
     batch = {"run_id": run_id, "mode": "full", "reason": "bare loop", "code_version": __version__,
@@ -164,7 +170,7 @@ def bare_score(workdir: str, job, times: dict) -> dict:
     times["fdr_cadence_catalog_s"] = time.perf_counter() - t
     t = time.perf_counter()
     out_dir = Path(workdir) / "plots" / version
-    plots = [candidate_plot(workdir, row, str(out_dir)) for _, row in candidates.head(job.n_plots).iterrows()]
+    plots = candidate_plots(workdir, candidates.head(job.n_plots).to_dict("records"), str(out_dir))
     times["plots_s"] = time.perf_counter() - t
     return {"regions": len(regions), "tiles": fdr["m"] // job.score.subbands, "candidates": len(candidates),
             "plots": len(plots)}

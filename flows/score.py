@@ -31,9 +31,10 @@ from seti_auditor import __version__, catalog, modeldir, score_archive, scoresto
 from seti_auditor import workdir as wd
 from seti_auditor.cadence_test import cadence_test
 from seti_auditor.configs import from_json
-from tasks.score import follow_lines, plot_candidates, score_region
+from tasks.score import follow_lines, plot_candidates, score_region, search_joint
 
 PLOTS = "plots"
+PLOTS_PER_TASK = 4  # candidate plots per task: the default 8 plots run on two workers at once (~0.3 s each)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +141,10 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
                                                                  "rejected": rejected}, attrs, batch)
     logger.info("catalog %s (%s): %s", version, plan.mode, {t: b - a for t, (a, b) in batch["rows"].items()})
     out_dir = Path(workdir) / PLOTS / version
-    top = candidates.head(job.n_plots)  # this run's new candidates
-    plots = plot_candidates.submit(workdir, top.to_dict("records"), str(out_dir), version).result() if len(top) else []
+    top = candidates.head(job.n_plots).to_dict("records")  # this run's new candidates
+    futures = [plot_candidates.submit(workdir, top[i : i + PLOTS_PER_TASK], str(out_dir), version)
+               for i in range(0, len(top), PLOTS_PER_TASK)]
+    plots = [p for f in futures for p in f.result()]
     summary = _summary(workdir, version, plan, plots, fdr["m"] // job.score.subbands, fdr["n_flagged"], batch)
     _report(summary, manifest, job)
     return summary
@@ -180,14 +183,22 @@ def _unchanged(workdir: str, version: str, plan) -> ScoreSummary:
 
 
 def _line_search(workdir, version, table, job, candidates, rfi, rejected):
-    """The cadence line search: one task per cadence with seeds, then the archive-wide decision."""
+    """The cadence line search: one task per cadence with seeds, then the archive-wide decision; then (when
+    enabled) the joint fast-line search, one task per complete cadence (submitted with the first, decided after it)."""
     plan = score_archive.plan_lines(table, job)
     futures = [follow_lines.submit(workdir, version, cad, rows, plan.seeds[plan.seeds["cadence_id"] == cad],
                                    plan.m_tests, len(plan.seeds), job)
                for cad, rows in plan.cadences.items()]
+    joint = score_archive.plan_joint(table) if score_archive.joint_enabled(job) else {}
+    joint_futures = [search_joint.submit(workdir, version, cad, rows, job) for cad, rows in joint.items()]
     measured = [f.result() for f in futures]
     measured = pd.concat(measured, ignore_index=True) if measured else pd.DataFrame()
-    return score_archive.finish_lines(plan, measured, candidates, rfi, rejected, job)
+    candidates, rfi, rejected, counts = score_archive.finish_lines(plan, measured, candidates, rfi, rejected, job)
+    if score_archive.joint_enabled(job):
+        results = [f.result() for f in joint_futures]
+        candidates, rfi, rejected, counts["joint"] = score_archive.finish_joint(results, table, candidates, rfi,
+                                                                              rejected, job)
+    return candidates, rfi, rejected, counts
 
 
 def _mode_words(summary: ScoreSummary) -> str:

@@ -48,14 +48,14 @@ def _audit(model: VAE, tiles_NxTxF, score_cfg: ScoreConfig):
     return mse, stat, drift, chan, z, recon_z
 
 
-@functools.partial(nnx.jit, static_argnames=("clip", "row_scale"))
-def _residual(model: VAE, tiles_NxTxF, clip: float, row_scale: bool):
+@functools.partial(nnx.jit, static_argnames=("clip", "row_scale", "blank_lift"))
+def _residual(model: VAE, tiles_NxTxF, clip: float, row_scale: bool, blank_lift: float):
     mean, _ = model.encode(transform_input(model.cfg, tiles_NxTxF))
     recon_z = inverse_transform(model.cfg, model.decode(mean).astype(jnp.float32))
     z = jnp.asarray(tiles_NxTxF, jnp.float32)
     if model.cfg.premask:
         z = jnp.where(jnp.abs(z) > model.cfg.premask_sigma, 0.0, z)
-    return residual_z(z, recon_z, clip, row_scale)
+    return residual_z(z, recon_z, clip, row_scale, blank_lift)
 
 
 def residuals(model: VAE, tiles_NxTxF: np.ndarray, score_cfg: ScoreConfig = ScoreConfig()) -> np.ndarray:
@@ -63,7 +63,7 @@ def residuals(model: VAE, tiles_NxTxF: np.ndarray, score_cfg: ScoreConfig = Scor
     n = tiles_NxTxF.shape[0]
     bs = max(1, min(score_cfg.batch_size, n))
     out = [np.asarray(_residual(model, _padded(np.asarray(tiles_NxTxF[a:b], np.float32), bs), score_cfg.clip,
-                                    score_cfg.row_scale))[: b - a]
+                                    score_cfg.row_scale, score_cfg.blank_lift))[: b - a]
            for a, b in _batches(n, bs)]
     return np.concatenate(out) if out else np.zeros((0, *tiles_NxTxF.shape[1:]), np.float32)
 

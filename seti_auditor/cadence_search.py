@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from seti_auditor.joint_search import JointSearchConfig
 from seti_auditor.stats import bh_qvalues
 
 _SECONDS_PER_DAY = 86400.0
@@ -68,6 +69,9 @@ class LineSearchConfig:
     veto_p: float = 0.005  # an OFF scan shows it (RFI) when its window p <= this
     q: float = 0.01  # Benjamini-Hochberg level of the combined (cadence-level) p-values
     min_on_scans: int = 2  # ON scans (seed included) that must show a line
+    # the cadence-coherent joint search for fast lines (seti_auditor.joint_search), run after this search
+    # when both are enabled (so --no-line-search and the article's --score mse never run it)
+    joint: JointSearchConfig = JointSearchConfig()
 
     def __post_init__(self) -> None:
         if not 0 < self.seed_p <= 1 or not 0 < self.q < 1:

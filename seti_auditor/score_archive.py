@@ -28,13 +28,15 @@ import threading
 import numpy as np
 import pandas as pd
 import zarr
+from scipy.special import ndtri as sps_ndtri
 
 from seti_auditor import __version__, modeldir, scorestore, tilestore
 from seti_auditor.audit import audit_tiles, right_neighbours
-from seti_auditor import cadence_lines
+from seti_auditor import cadence_lines, joint_lines
 from seti_auditor.cadence_search import LineSearchConfig, overlaps, decide_lines, line_events, merge_lines, seeds
 from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
 from seti_auditor.drift import DriftConfig
+from seti_auditor.joint_search import TAIL_X, decide_peaks, joint_events
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, bh_qvalues, decide
 from seti_auditor.tiling import TilingConfig
@@ -311,6 +313,102 @@ def finish_lines(plan: LinePlan, measured: pd.DataFrame, candidates: pd.DataFram
     counts["added"] = len(candidates) - before
     vetoed = events[np.isin(verdict, ("in_off", "on_rfi"))].assign(
         cadence_test="fail", reason=np.where(verdict[np.isin(verdict, ("in_off", "on_rfi"))] == "in_off", "line_in_off", "line_on_rfi"))
+    if not vetoed.empty:
+        rfi = pd.concat([rfi, vetoed], ignore_index=True)
+    return sort_events(candidates, False), sort_events(rfi, True), sort_events(rejected, True), counts
+
+
+# --------------------------------------------------------------------------- the joint fast-line search
+
+
+def joint_enabled(job: ScoreJob) -> bool:
+    """The joint search runs with the line score, after the cadence line search, when both are on."""
+    return job.score.score == "line" and job.lines.enabled and job.lines.joint.enabled
+
+
+def plan_joint(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """cadence_id -> its rows of the tile table, for cadences with all six scans (the joint search's input)."""
+    t = table[(table["cadence_id"].fillna("").astype(str) != "") & (table["scan_index"] >= 0)]
+    cols = ["tile", "file_id", "source_file", "source_name", "cadence_id", "scan_index", "on_source", "freq_min_mhz",
+            "freq_max_mhz", "tstart_mjd", "tstop_mjd", "foff_mhz", "tsamp_s", "tile_freq0_mhz"]
+    out = {}
+    for cad, grp in t.groupby(t["cadence_id"].astype(str), sort=True):
+        if set(range(6)) <= set(grp["scan_index"].astype(int)):
+            out[cad] = grp[cols].drop_duplicates("tile").reset_index(drop=True)
+    return out
+
+
+def search_joint(workdir: str, version: str, rows: pd.DataFrame, job: ScoreJob) -> dict:
+    """The joint search of one cadence (its tile-table rows): peaks, trials and tail counts (small)."""
+    return joint_lines.search_cadence(workdir, version, rows, job.lines.joint, job.score)
+
+
+def _tiles_of(events: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Fill an event's tile columns from the tile table (tiles of its file and time block overlapping its band)."""
+    if events.empty:
+        return events
+    ev = events.copy()
+    by_block = {k: g for k, g in table.groupby([table["file_id"], table["tstart_mjd"].round(9)])}
+    for i, r in ev.iterrows():
+        g = by_block.get((r.file_id, round(r.tstart_mjd, 9)))
+        if g is None:
+            continue
+        hit = np.unique(g.loc[(g["freq_min_mhz"] <= r.freq_max_mhz) & (g["freq_max_mhz"] >= r.freq_min_mhz), "tile"])
+        if hit.size:
+            ev.at[i, "tile_first"], ev.at[i, "tile_last"] = int(hit.min()), int(hit.max())
+            ev.at[i, "n_tiles"], ev.at[i, "tiles"] = int(hit.size), ",".join(str(int(x)) for x in hit)
+    return ev
+
+
+def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
+                 rejected: pd.DataFrame, job: ScoreJob) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Decide the joint peaks of every cadence (Bonferroni over the run's trials) and merge them.
+
+    A passing peak becomes one candidate row per ON scan (``method = "cadence_joint"``) unless
+    one of its rows lies on a tile-level RFI event of its scan (then the peak goes to the RFI
+    table, ``joint_on_rfi``); significant peaks that an OFF scan shows go to the RFI table
+    (``joint_in_off``). Rows overlapping an already reported candidate of their scan are dropped
+    (:func:`seti_auditor.cadence_search.merge_lines`). Counts include the null: the OFF triplets
+    searched as if ON, with their tail counts and the peaks that would have passed.
+    """
+    cfg = job.lines.joint
+    n_trials = int(sum(r["n_trials"] for r in results))
+    n_null = int(sum(r["n_trials_null"] for r in results))
+    tail = np.sum([r["tail"] for r in results], axis=0) if results else np.zeros(TAIL_X.size, np.int64)
+    tail_null = np.sum([r["tail_null"] for r in results], axis=0) if results else np.zeros(TAIL_X.size, np.int64)
+    frames = [r["peaks"] for r in results if len(r["peaks"])]
+    peaks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    null_frames = [r["null_peaks"] for r in results if len(r["null_peaks"])]
+    null_peaks = pd.concat(null_frames, ignore_index=True) if null_frames else pd.DataFrame()
+    level = float(-sps_ndtri(min(1.0, cfg.alpha / max(n_trials, 1))))
+    counts = {"cadences": len(results), "trials": n_trials, "alpha": cfg.alpha, "threshold": level,
+              "peaks": len(peaks), "tail_x": [float(x) for x in TAIL_X], "tail": [int(x) for x in tail],
+              "null": {"trials": n_null, "tail": [int(x) for x in tail_null], "peaks": len(null_peaks)}}
+    if not null_peaks.empty:  # the OFF triplets' peaks under the same decision (their veto scans are the ON scans)
+        nd = decide_peaks(null_peaks, n_null, cfg)
+        counts["null"].update({k: int((nd["verdict"] == k).sum()) for k in ("pass", "in_off", "weak_scan")})
+        counts["null"]["max_stat"] = float(nd["stat"].max())
+    if peaks.empty:
+        return candidates, rfi, rejected, counts
+    decided = decide_peaks(peaks, n_trials, cfg)
+    counts.update({k: int((decided["verdict"] == k).sum()) for k in ("pass", "in_off", "weak_scan", "not_significant")})
+    counts["max_stat"] = float(decided["stat"].max())
+    keep = decided[decided["verdict"].isin(["pass", "in_off"])]
+    events = _tiles_of(joint_events(keep), table) if not keep.empty else pd.DataFrame()
+    if events.empty:
+        return candidates, rfi, rejected, counts
+    narrow_rfi = rfi[rfi["reason"] != "broadband"] if not rfi.empty else rfi
+    on_rfi = np.array([bool(overlaps(ev, narrow_rfi).any()) for _, ev in events.iterrows()], bool)
+    bad = set(events.loc[on_rfi & (events["verdict"] == "pass"), "peak_id"])
+    verdict = np.where(events["peak_id"].isin(bad) & (events["verdict"] == "pass"), "on_rfi", events["verdict"])
+    counts["on_rfi"] = len(bad)
+    cols = [c for c in events.columns if c not in ("verdict", "peak_id")]
+    passing = events.loc[verdict == "pass", cols]
+    before = len(candidates)
+    candidates, rejected = merge_lines(candidates, rejected, passing.reset_index(drop=True))
+    counts["added"] = len(candidates) - before
+    vetoed = events.loc[verdict != "pass", cols].assign(
+        cadence_test="fail", reason=np.where(verdict[verdict != "pass"] == "in_off", "joint_in_off", "joint_on_rfi"))
     if not vetoed.empty:
         rfi = pd.concat([rfi, vetoed], ignore_index=True)
     return sort_events(candidates, False), sort_events(rfi, True), sort_events(rejected, True), counts

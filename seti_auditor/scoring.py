@@ -75,7 +75,10 @@ class ScoreConfig:
     batch_size: int = 1024  # tiles per jitted call in score_tiles (one compiled shape)
     fast_bin: int = 4  # channels summed for a second, coarser search (drifts up to max_drift * fast_bin); 1 = off
     subbands: int = 4  # best track reported per sub-band of the tile, so a strong line cannot hide another
-    row_scale: bool = True  # divide each integration's residual by its robust spread (an impulse raises a row's noise)
+    # divide each integration's residual by its robust spread (an impulse raises a row's noise); off: the demo's noise
+    # p-values then failed the uniformity test against the Gumbel null (docs/statistics.md)
+    row_scale: bool = False
+    blank_lift: float = 0.5  # integrations whose input level is this far (robust sigma) from the tile's are blanked; 0 = off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -88,6 +91,8 @@ class ScoreConfig:
             raise ValueError(f"invalid ScoreConfig {self}")
         if self.drift_step is not None and self.drift_step <= 0:
             raise ValueError("drift_step must be positive")
+        if self.blank_lift < 0:
+            raise ValueError("blank_lift must be >= 0 (0 = no impulse blanking)")
 
 
 class TileScores(NamedTuple):
@@ -180,8 +185,9 @@ def standardise_residual(r_NxTxF: jax.Array, refine_clip: float = 4.0) -> jax.Ar
     return (r_NxTxF - loc) / (scale + _EPS)
 
 
-def _residual_z(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, row_scale: bool = True) -> jax.Array:
-    """The residual, each integration's median level removed (and, with ``row_scale``, its robust spread), standardised.
+def _residual_z(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, row_scale: bool = False,
+                blank_lift: float = 0.0) -> jax.Array:
+    """The standardised residual: each integration's level removed (and its spread), impulse rows blanked.
 
     A broadband impulse lifts whole integrations: each row's median is removed (a narrowband
     line holds a few channels of a row and hardly moves it). It also raises those rows' noise
@@ -189,19 +195,36 @@ def _residual_z(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, row_scale: bool = Tr
     tiles in an impulse's band were flagged ~3 times as often as elsewhere in the detection
     benchmark (docs/statistics.md). ``row_scale`` divides each row by its MAD-based sigma, which
     a narrowband line does not move either, so every integration weighs the same.
+
+    ``blank_lift > 0``: integrations of the *input* whose median lies more than ``blank_lift``
+    from the tile's median row level are set to 0 (impulse blanking, as radio pipelines blank
+    impulsive RFI in time). Removing an impulse's level is not enough: its power passes through
+    the bandpass like the sky's, so wherever the ingest's bandpass estimate is off (coarse-channel
+    roll-off, the DC bin) the impulse rows keep that error times the impulse's level, a
+    zero-drift feature of 2-3 integrations that no other scan repeats (the false candidate of the
+    1 GB benchmark, seed 2). A row median of 256 noise pixels scatters by ~0.08 sigma, so a lift
+    of 0.5 sigma is an impulse, never noise; a narrowband line does not move the median.
     """
-    r = jnp.asarray(x_NxTxF, jnp.float32) - jnp.asarray(recon_NxTxF, jnp.float32)
+    x = jnp.asarray(x_NxTxF, jnp.float32)
+    r = x - jnp.asarray(recon_NxTxF, jnp.float32)
     r = r - jnp.median(r, axis=2, keepdims=True)
     if row_scale:
         mad = jnp.median(jnp.abs(r), axis=2, keepdims=True)
         r = r / (mad / jnp.maximum(jnp.median(mad, axis=1, keepdims=True), _EPS) + _EPS)  # rows to the tile's typical spread
+    if blank_lift > 0:
+        level = jnp.median(x, axis=2, keepdims=True)  # (N, T, 1)
+        lifted = jnp.abs(level - jnp.median(level, axis=1, keepdims=True)) > blank_lift
+        r = jnp.where(lifted, 0.0, r)  # zero after the level removal: the standardisation sees typical rows
+        z = standardise_residual(r)
+        return jnp.where(lifted, 0.0, z)
     return standardise_residual(r)
 
 
-@functools.partial(jax.jit, static_argnames=("clip", "row_scale"))
-def residual_z(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, clip: float, row_scale: bool = True) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("clip", "row_scale", "blank_lift"))
+def residual_z(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, clip: float, row_scale: bool = False,
+               blank_lift: float = 0.0) -> jax.Array:
     """The standardised, clipped residual that the line search sums, ``(N, T, F)``."""
-    return jnp.clip(_residual_z(x_NxTxF, recon_NxTxF, row_scale), -clip, clip)
+    return jnp.clip(_residual_z(x_NxTxF, recon_NxTxF, row_scale, blank_lift), -clip, clip)
 
 
 # --------------------------------------------------------------------------- track geometry
@@ -333,7 +356,7 @@ def line_score(x_NxTxF: jax.Array, recon_NxTxF: jax.Array, cfg: ScoreConfig = Sc
         best track's centre channel (in the tile) at the middle integration, its boxcar width.
     """
     n, t, f = x_NxTxF.shape
-    z = _residual_z(x_NxTxF, recon_NxTxF, cfg.row_scale)
+    z = _residual_z(x_NxTxF, recon_NxTxF, cfg.row_scale, cfg.blank_lift)
     sb = cfg.subbands
     if f % sb:
         raise ValueError(f"{f} channels do not split into {sb} sub-bands")

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from seti_auditor import score_archive
 from seti_auditor.drift import DriftConfig, noise_drift
-from seti_auditor.plots import candidate_plot
+from seti_auditor.plots import candidate_plots
 from tasks.retries import retry_unless_disk_refuses
 
 
@@ -30,8 +30,8 @@ def _plots_name(parameters: dict) -> str:
 
 @task(name="plot-candidates", retries=1, cache_policy=NO_CACHE, task_run_name=_plots_name)
 def plot_candidates(workdir: str, candidates: list[dict], out_dir: str, version: str = "") -> list[str]:
-    """The ON/OFF stack PNGs of the top candidates (one task: each plot is a fraction of a second of work)."""
-    return [str(candidate_plot(workdir, pd.Series(c), out_dir)) for c in candidates]
+    """The ON/OFF stack PNGs of some of the top candidates (the store's coordinates read once per task)."""
+    return [str(p) for p in candidate_plots(workdir, candidates, out_dir)]
 
 
 @task(name="follow-lines", retries=1, cache_policy=NO_CACHE, task_run_name="follow lines in cadence {cadence_id}")
@@ -39,6 +39,12 @@ def follow_lines(workdir: str, version: str, cadence_id: str, rows: pd.DataFrame
                  n_seeds: int, job: score_archive.ScoreJob) -> pd.DataFrame:
     """The cadence line search in one cadence: its seeds followed through its scans."""
     return score_archive.follow_lines(workdir, version, rows, seeds, m_tests, n_seeds, job)
+
+
+@task(name="joint-search", retries=1, cache_policy=NO_CACHE, task_run_name="joint fast-line search in cadence {cadence_id}")
+def search_joint(workdir: str, version: str, cadence_id: str, rows: pd.DataFrame, job: score_archive.ScoreJob) -> dict:
+    """The joint fast-line search in one cadence: its ON and OFF triplets' peaks, trials and tail counts."""
+    return score_archive.search_joint(workdir, version, rows, job)
 
 
 @task(name="check-noise-drift", retries=1, cache_policy=NO_CACHE,

@@ -13,12 +13,13 @@ PURE = [
     "seti_auditor/scoring.py", "seti_auditor/stats.py", "seti_auditor/cadence_test.py",
     "vae/config.py", "vae/model.py", "vae/loss.py", "vae/train.py", "vae/ops.py", "vae/parallel.py",
     "vae/calibrate.py", "vae/batches.py", "seti_auditor/audit.py", "seti_auditor/truthmatch.py",
-    "seti_auditor/drift.py", "seti_auditor/cadence_search.py", "seti_auditor/configs.py",
+    "seti_auditor/drift.py", "seti_auditor/cadence_search.py", "seti_auditor/configs.py", "seti_auditor/joint_search.py",
 ]
 IO = ["seti_auditor/formats/__init__.py", "seti_auditor/formats/filterbank.py", "seti_auditor/formats/bl_h5.py",
       "seti_auditor/tilestore.py", "seti_auditor/ingest.py", "seti_auditor/archive.py", "seti_auditor/catalog.py",
       "vae/data.py", "vae/checkpoint.py", "seti_auditor/training.py", "seti_auditor/modeldir.py",
-      "seti_auditor/scorestore.py", "seti_auditor/score_archive.py", "seti_auditor/plots.py", "seti_auditor/workdir.py"]
+      "seti_auditor/scorestore.py", "seti_auditor/score_archive.py", "seti_auditor/plots.py", "seti_auditor/workdir.py",
+      "seti_auditor/cadence_lines.py", "seti_auditor/joint_lines.py"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,0 +1,124 @@
+"""The joint fast-line search's measurements (I/O): per-scan binned residuals and the joint statistic.
+
+:mod:`seti_auditor.joint_search` holds the statistics; this module reads one cadence's tiles,
+reconstructs them with the current model (:func:`seti_auditor.audit.residuals`), stitches each
+scan's residual along frequency, and runs the joint statistic on the ON triplet (the search)
+and on the OFF triplet (the null, with the same trials and time geometry). It returns small
+frames and counts only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from seti_auditor import modeldir, tilestore
+from seti_auditor.audit import residuals
+from seti_auditor.joint_search import (JointSearchConfig, ScanGeometry, TAIL_X, bin_rows, joint_triplet, mask_strong,
+                                       off_values, scan_drifts, scan_map)
+from seti_auditor.scoring import ScoreConfig
+
+log = logging.getLogger(__name__)
+
+_SECONDS_PER_DAY = 86400.0
+ON_TRIPLET, OFF_TRIPLET = (0, 2, 4), (1, 3, 5)
+
+
+def scan_blocks(rows: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """scan_index -> the cadence's rows of that scan's first time block (one block per scan is searched)."""
+    out = {}
+    for scan, grp in rows.groupby("scan_index", sort=True):
+        t0 = grp["tstart_mjd"].min()
+        out[int(scan)] = grp[np.abs(grp["tstart_mjd"] - t0) < 1e-9]
+    return out
+
+
+def read_scan(workdir: str, model, block: pd.DataFrame, score_cfg: ScoreConfig, fast_bin: int) -> tuple:
+    """One scan block's binned residual ``(T, L // fast_bin)`` and its :class:`ScanGeometry`.
+
+    ``block``: tile-table rows of one file's time block. The residuals of its tiles are placed
+    at their channels (``chan_start``) of the file; channels without a valid tile are NaN.
+    """
+    path = tilestore.store_path(workdir)
+    g = zarr.open_group(str(path), mode="r")
+    tiles = np.unique(block["tile"].to_numpy(np.int64))
+    fid = int(block["file_id"].iloc[0])
+    manifest = tilestore.load_manifest(path)
+    nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
+    cs = np.asarray(g["chan_start"].get_orthogonal_selection(tiles), np.int64)
+    data = np.nan_to_num(np.asarray(g["tiles"].get_orthogonal_selection((tiles, slice(None), slice(None))), np.float32))
+    z = residuals(model, data, score_cfg)
+    t, f = z.shape[1], z.shape[2]
+    width = max(nchans or 0, int(cs.max()) + f)
+    strip = np.full((t, width), np.nan, np.float32)
+    for i, c in enumerate(cs):
+        strip[:, c : c + f] = z[i]
+    zb = bin_rows(strip, fast_bin)
+    r = block.iloc[0]
+    foff_hz = float(r.foff_mhz) * 1e6
+    fch1_hz = (float(r.tile_freq0_mhz) * 1e6) - int(g["chan_start"][int(r.tile)]) * foff_hz  # channel 0 of the file
+    tsamp = float(r.tsamp_s)
+    geo = ScanGeometry(t_mid_s=(float(r.tstart_mjd) * _SECONDS_PER_DAY + 0.5 * t * tsamp),
+                       f0_hz=fch1_hz + (fast_bin - 1) / 2.0 * foff_hz, bin_hz=foff_hz * fast_bin, tsamp_s=tsamp)
+    return zb, geo
+
+
+def _triplet(maps: dict, masked: dict, geos: dict, scans: tuple, others: tuple, grid: np.ndarray,
+             cfg: JointSearchConfig):
+    """Joint peaks of ``scans`` (their maps without strong lines) with the largest map value of ``others``
+    (the veto scans, strong lines kept: a strong line there vetoes) near each."""
+    ms, gs = [masked[s] for s in scans], [geos[s] for s in scans]
+    peaks, n_trials, tail = joint_triplet(ms, gs, grid, cfg)
+    ref = gs[len(gs) // 2]
+    om, og = [maps[s] for s in others if s in maps], [geos[s] for s in others if s in maps]
+    if not peaks.empty:
+        vals = [off_values(om, og, ref, grid, p, cfg) if om else [] for p in peaks.to_dict("records")]
+        peaks = peaks.assign(off_values=vals, off_max=[max(v) if v else -np.inf for v in vals],
+                             n_off_checked=len(om))
+    return peaks, n_trials, tail
+
+
+def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSearchConfig,
+                   score_cfg: ScoreConfig) -> dict:
+    """The joint search of one cadence (``rows``: its rows of the tile table).
+
+    Returns ``{"cadence_id", "peaks", "n_trials", "tail", "null_peaks", "n_trials_null", "tail_null"}``:
+    the ON triplet's peaks (:data:`seti_auditor.joint_search.PEAK_COLUMNS` plus the scans' files,
+    times and geometry, ``off_max`` and ``n_off_checked``), its number of trials and tail counts
+    (at :data:`seti_auditor.joint_search.TAIL_X`), and the same for the OFF triplet searched as if
+    it were ON (its veto scans are the ON scans): the null. A cadence without all six scans
+    returns no trials.
+    """
+    cad = str(rows["cadence_id"].iloc[0]) if len(rows) else ""
+    empty = {"cadence_id": cad, "peaks": pd.DataFrame(), "n_trials": 0, "tail": np.zeros(TAIL_X.size, np.int64),
+             "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64)}
+    blocks = scan_blocks(rows[rows["scan_index"] >= 0])
+    if not all(s in blocks for s in ON_TRIPLET + OFF_TRIPLET):
+        return empty
+    model, _, meta, _ = modeldir.load_current(workdir)
+    if meta["model_version"] != version:
+        raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
+    maps, masked, geos, info = {}, {}, {}, {}
+    grid = None
+    for s, block in blocks.items():
+        zb, geo = read_scan(workdir, model, block, score_cfg, cfg.fast_bin)
+        if grid is None:
+            grid = scan_drifts(cfg, geo.tsamp_s, geo.bin_hz, zb.shape[0])
+        maps[s], geos[s] = scan_map(zb, grid, cfg.min_track_frac), geo
+        masked[s] = mask_strong(maps[s], grid, zb.shape[0], cfg.strong_z)
+        r = block.iloc[0]
+        info[s] = {"file_id": int(r.file_id), "source_file": str(r.source_file), "source_name": str(r.source_name),
+                   "tstart_mjd": float(r.tstart_mjd), "tstop_mjd": float(r.tstop_mjd), "n_int": int(zb.shape[0])}
+    out = dict(empty)
+    for key, scans, others in (("", ON_TRIPLET, OFF_TRIPLET), ("_null", OFF_TRIPLET, ON_TRIPLET)):
+        peaks, n_trials, tail = _triplet(maps, masked, geos, scans, others, grid, cfg)
+        if not peaks.empty:
+            peaks = peaks.assign(cadence_id=cad, scans=[list(scans)] * len(peaks),
+                                 files=[[info[s] for s in scans]] * len(peaks),
+                                 geometry=[[vars(geos[s]) for s in scans]] * len(peaks))
+        out["peaks" if not key else "null_peaks"] = peaks
+        out["n_trials" + key], out["tail" + key] = n_trials, tail
+    return out
