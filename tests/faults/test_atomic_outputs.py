@@ -137,7 +137,7 @@ SAVE_STEPS = """
 import sys, numpy as np
 from vae.checkpoint import TrainCheckpointer
 ck = TrainCheckpointer(sys.argv[1], keep=2)
-for step in range(1, 10**6):
+for step in range((ck.latest_step() or 0) + 1, 10**6):  # as training resumes: after the latest step
     ck.save(step, {"w": np.full(2_000_000, step, np.float32), "step": np.full(1, step, np.int32)})
     print(step, flush=True)
 """
@@ -147,7 +147,9 @@ def test_training_checkpointer_killed_at_random_times(tmp_path):
     """Injects: SIGKILL of a process saving orbax training checkpoints (8 MB each) in a loop, at three moments.
 
     Must hold: the latest step listed always restores whole (every value equals its step); an
-    unfinished step is never listed.
+    unfinished step is never listed. Each new process continues after the latest step, as training
+    resumes (one that restarted at step 1 made the manager delete the *newer* steps as the oldest
+    by number, and a kill during that deletion left a half-deleted step listed as the latest).
     """
     from vae.checkpoint import TrainCheckpointer
 
