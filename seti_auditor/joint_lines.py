@@ -9,8 +9,6 @@ frames and counts only.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 import zarr
@@ -20,8 +18,6 @@ from seti_auditor.audit import residuals
 from seti_auditor.joint_search import (JointSearchConfig, ScanGeometry, TAIL_X, bin_rows, joint_triplet, mask_strong,
                                        off_values, scan_drifts, scan_map)
 from seti_auditor.scoring import ScoreConfig
-
-log = logging.getLogger(__name__)
 
 _SECONDS_PER_DAY = 86400.0
 ON_TRIPLET, OFF_TRIPLET = (0, 2, 4), (1, 3, 5)
@@ -36,18 +32,14 @@ def scan_blocks(rows: pd.DataFrame) -> dict[int, pd.DataFrame]:
     return out
 
 
-def read_scan(workdir: str, model, block: pd.DataFrame, score_cfg: ScoreConfig, fast_bin: int) -> tuple:
+def read_scan(g, nchans: int | None, model, block: pd.DataFrame, score_cfg: ScoreConfig, fast_bin: int) -> tuple:
     """One scan block's binned residual ``(T, L // fast_bin)`` and its :class:`ScanGeometry`.
 
-    ``block``: tile-table rows of one file's time block. The residuals of its tiles are placed
-    at their channels (``chan_start``) of the file; channels without a valid tile are NaN.
+    ``g``: the tile store (open, read-only); ``nchans``: the file's channels (None: up to its last
+    tile); ``block``: tile-table rows of one file's time block. The residuals of its tiles are
+    placed at their channels (``chan_start``) of the file; channels without a valid tile are NaN.
     """
-    path = tilestore.store_path(workdir)
-    g = zarr.open_group(str(path), mode="r")
     tiles = np.unique(block["tile"].to_numpy(np.int64))
-    fid = int(block["file_id"].iloc[0])
-    manifest = tilestore.load_manifest(path)
-    nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
     cs = np.asarray(g["chan_start"].get_orthogonal_selection(tiles), np.int64)
     data = np.nan_to_num(np.asarray(g["tiles"].get_orthogonal_selection((tiles, slice(None), slice(None))), np.float32))
     z = residuals(model, data, score_cfg)
@@ -103,8 +95,13 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
         raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
     maps, masked, geos, info = {}, {}, {}, {}
     grid = None
+    path = tilestore.store_path(workdir)
+    g = zarr.open_group(str(path), mode="r")
+    manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
     for s, block in blocks.items():
-        zb, geo = read_scan(workdir, model, block, score_cfg, cfg.fast_bin)
+        fid = int(block["file_id"].iloc[0])
+        nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
+        zb, geo = read_scan(g, nchans, model, block, score_cfg, cfg.fast_bin)
         if grid is None:
             grid = scan_drifts(cfg, geo.tsamp_s, geo.bin_hz, zb.shape[0])
         maps[s], geos[s] = scan_map(zb, grid, cfg.min_track_frac), geo
