@@ -66,17 +66,22 @@ class PrefectApi:
         """Before the first flow: wait for the temporary server and point this process (and its threads) at it."""
         if self.server is None or self._url is not None:
             return
-        from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings,
-                                      temporary_settings)
+        from prefect.settings import (PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                                      get_current_settings, temporary_settings)
 
         self._url = self.server.wait(get_current_settings().server.ephemeral.startup_timeout_seconds)
         print(f"seti-auditor: runs report to a temporary Prefect API at {self._url} (stored in PREFECT_HOME); "
               "for the UI, start `seti-auditor ui` and export PREFECT_API_URL", file=sys.stderr, flush=True)
         self._stack.enter_context(_environ("PREFECT_API_URL", self._url))  # new threads read the environment
-        # no flow-run heartbeats: they let a lasting server mark a run as crashed when its process dies, but
-        # this server dies with the process; each flow run would wait up to 1 s at its end for the thread
-        self._stack.enter_context(temporary_settings(updates={PREFECT_API_URL: self._url,
-                                                              PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        updates = {PREFECT_API_URL: self._url,
+                   # no flow-run heartbeats: they let a lasting server mark a run as crashed when its process dies,
+                   # but this server dies with the process; each flow run would wait up to 1 s at its end for the thread
+                   PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        # plain HTTP on loopback: the CA file of the clients' TLS contexts is never used (see _one_certificate)
+        cafile = self._stack.enter_context(_one_certificate())
+        self._stack.enter_context(_environ("PREFECT_API_SSL_CERT_FILE", cafile))
+        updates[PREFECT_API_SSL_CERT_FILE] = cafile
+        self._stack.enter_context(temporary_settings(updates=updates))
 
     def __exit__(self, *exc) -> None:
         if self._url is not None:  # send the logs and events still queued while the server is there
@@ -88,6 +93,29 @@ class PrefectApi:
         self._stack.close()
         if self.server is not None:
             self.server.stop()
+
+
+@contextlib.contextmanager
+def _one_certificate():
+    """A CA file of one certificate (the first of certifi's bundle), for the API clients of the temporary server.
+
+    That server speaks plain HTTP on loopback, so no certificate is ever checked, but Prefect builds a TLS context
+    for every API client it makes (two per task run, one or more per flow run) from ``PREFECT_API_SSL_CERT_FILE``
+    (by default ``SSL_CERT_FILE`` or certifi's bundle): ~150 certificates parsed, ~17 ms of CPU each time, under
+    the GIL (a third of a short task's overhead). One certificate takes ~0.1 ms. The file is removed when the
+    command ends.
+    """
+    import re
+    import tempfile
+
+    import certifi
+
+    bundle = Path(certifi.where()).read_text()
+    first = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", bundle, re.S)
+    with tempfile.TemporaryDirectory(prefix="seti-auditor-api-") as tmp:
+        path = Path(tmp) / "loopback-ca.pem"
+        path.write_text(first.group(0) if first else bundle)
+        yield str(path)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ The version's attributes record the inputs it covers (``covered``) and every bat
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import uuid
 from pathlib import Path
@@ -142,8 +141,8 @@ def _score(workdir: str, job: score_archive.ScoreJob) -> ScoreSummary:
     logger.info("catalog %s (%s): %s", version, plan.mode, {t: b - a for t, (a, b) in batch["rows"].items()})
     out_dir = Path(workdir) / PLOTS / version
     top = candidates.head(job.n_plots).to_dict("records")  # this run's new candidates
-    futures = [plot_candidates.submit(workdir, top[i : i + PLOTS_PER_TASK], str(out_dir), version)
-               for i in range(0, len(top), PLOTS_PER_TASK)]
+    futures = [plot_candidates.submit(workdir, top[i : i + PLOTS_PER_TASK], str(out_dir), version, first=i)
+               for i in range(0, len(top), PLOTS_PER_TASK)]  # each task uploads its plots as artifacts
     plots = [p for f in futures for p in f.result()]
     summary = _summary(workdir, version, plan, plots, fdr["m"] // job.score.subbands, fdr["n_flagged"], batch)
     _report(summary, manifest, job)
@@ -227,7 +226,4 @@ def _report(summary: ScoreSummary, manifest: pd.DataFrame, job: score_archive.Sc
         f"{summary.n_rejected}",
     ]
     create_markdown_artifact("\n".join(lines), key="score-summary", description="score summary")
-    for i, path in enumerate(summary.plots):
-        png = base64.b64encode(Path(path).read_bytes()).decode()
-        create_markdown_artifact(f"![{Path(path).name}](data:image/png;base64,{png})", key=f"candidate-plot-{i}",
-                                 description=Path(path).name)
+    # the candidate plots' artifacts (candidate-plot-N) come from the plot tasks (tasks.score.plot_candidates)

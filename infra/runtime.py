@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 
 TRAIN_RESOURCES = "seti-auditor.train-resources"  # Dask config key (env DASK_SETI_AUDITOR__TRAIN_RESOURCES)
 
+# Dask settings of the local clusters built here (the workers read them when they start; worker processes get
+# them from their nanny). Both are diagnostics for the dashboard, which nobody watches on a command's own cluster:
+# the statistical profiler samples the stack of every worker thread each 10 ms, and the system monitor reads
+# /proc every 0.5 s, in the scheduler and in each worker. With thread workers all of it runs in the flow's own
+# process, on its cores and under its GIL. A value changed in the user's Dask configuration (a file or a DASK_*
+# variable) is kept.
+LOCAL_DASK_DEFAULTS = {
+    "distributed.worker.profile.enabled": False,  # the dashboard's Profile page stays empty
+    "distributed.admin.system-monitor.interval": "2s",  # CPU / memory / network graphs every 2 s
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
@@ -110,6 +121,15 @@ def _local_kwargs(cfg: ClusterConfig, processes: bool) -> dict:
     return kw
 
 
+def _local_dask_config() -> dict:
+    """:data:`LOCAL_DASK_DEFAULTS` for the settings that are still at Dask's own defaults (a user's value is kept)."""
+    from dask.config import defaults, merge
+
+    shipped = merge(*defaults)
+    return {k: v for k, v in LOCAL_DASK_DEFAULTS.items()
+            if dask.config.get(k, None) == dask.config.get(k, None, config=shipped)}
+
+
 def _remote_spec(cfg: ClusterConfig) -> ClusterSpec | None:
     return cfg.spec if cfg.spec is not None and cfg.spec.kind in clusters.JOBQUEUE + ("kubernetes",) else None
 
@@ -136,7 +156,8 @@ def train_annotations() -> dict:
 def make_task_runner(cfg: ClusterConfig = ClusterConfig()) -> DaskTaskRunner:
     """A ``DaskTaskRunner`` with a cluster of its own (see the module docstring for the rules).
 
-    A spec's ``train_resources`` are set in the Dask config for the rest of the process.
+    A spec's ``train_resources`` are set in the Dask config for the rest of the process, and so, for a local
+    cluster (which the runner starts with the flow), are :data:`LOCAL_DASK_DEFAULTS`.
     """
     cfg = cfg.resolved()
     processes = _check(cfg)
@@ -148,6 +169,7 @@ def make_task_runner(cfg: ClusterConfig = ClusterConfig()) -> DaskTaskRunner:
         return DaskTaskRunner(cluster_class=clusters.cluster_class(spec),
                               cluster_kwargs=clusters.cluster_kwargs(spec, {"PREFECT_API_URL": api_url()}),
                               adapt_kwargs=clusters.adapt_kwargs(spec))
+    dask.config.set(_local_dask_config())  # the runner starts its cluster later, with the flow
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=_local_kwargs(cfg, processes),
                           adapt_kwargs=clusters.adapt_kwargs(cfg.spec) if cfg.spec is not None else None)
 
@@ -170,7 +192,7 @@ def dask_cluster(cfg: ClusterConfig = ClusterConfig()):
             return
         from distributed import LocalCluster
 
-        with LocalCluster(**_local_kwargs(cfg, processes)) as cluster:
+        with dask.config.set(_local_dask_config()), LocalCluster(**_local_kwargs(cfg, processes)) as cluster:
             if cfg.spec is not None and (adapt := clusters.adapt_kwargs(cfg.spec)) is not None:
                 cluster.adapt(**adapt)
             yield cluster.scheduler_address

@@ -77,16 +77,17 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
                    score_cfg: ScoreConfig) -> dict:
     """The joint search of one cadence (``rows``: its rows of the tile table).
 
-    Returns ``{"cadence_id", "peaks", "n_trials", "tail", "null_peaks", "n_trials_null", "tail_null"}``:
+    Returns ``{"cadence_id", "peaks", "n_trials", "tail", "null_peaks", "n_trials_null", "tail_null", "bytes"}``:
     the ON triplet's peaks (:data:`seti_auditor.joint_search.PEAK_COLUMNS` plus the scans' files,
     times and geometry, ``off_max`` and ``n_off_checked``), its number of trials and tail counts
     (at :data:`seti_auditor.joint_search.TAIL_X`), and the same for the OFF triplet searched as if
-    it were ON (its veto scans are the ON scans): the null. A cadence without all six scans
-    returns no trials.
+    it were ON (its veto scans are the ON scans): the null; ``bytes``: the searched share of the six
+    files (each file's size times the fraction of its integrations in the searched block), for
+    the run's level per GB. A cadence without all six scans returns no trials.
     """
     cad = str(rows["cadence_id"].iloc[0]) if len(rows) else ""
     empty = {"cadence_id": cad, "peaks": pd.DataFrame(), "n_trials": 0, "tail": np.zeros(TAIL_X.size, np.int64),
-             "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64)}
+             "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64), "bytes": 0}
     blocks = scan_blocks(rows[rows["scan_index"] >= 0])
     if not all(s in blocks for s in ON_TRIPLET + OFF_TRIPLET):
         return empty
@@ -94,7 +95,7 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
     if meta["model_version"] != version:
         raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
     maps, masked, geos, info = {}, {}, {}, {}
-    grid = None
+    grid, searched_bytes = None, 0.0
     path = tilestore.store_path(workdir)
     g = zarr.open_group(str(path), mode="r")
     manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
@@ -102,6 +103,9 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
         fid = int(block["file_id"].iloc[0])
         nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
         zb, geo = read_scan(g, nchans, model, block, score_cfg, cfg.fast_bin)
+        if "size_bytes" in manifest.columns:
+            entry = manifest.iloc[fid]
+            searched_bytes += float(entry["size_bytes"]) * min(1.0, zb.shape[0] / max(int(entry["nints"]), 1))
         if grid is None:
             grid = scan_drifts(cfg, geo.tsamp_s, geo.bin_hz, zb.shape[0])
         maps[s], geos[s] = scan_map(zb, grid, cfg.min_track_frac), geo
@@ -109,7 +113,7 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
         r = block.iloc[0]
         info[s] = {"file_id": int(r.file_id), "source_file": str(r.source_file), "source_name": str(r.source_name),
                    "tstart_mjd": float(r.tstart_mjd), "tstop_mjd": float(r.tstop_mjd), "n_int": int(zb.shape[0])}
-    out = dict(empty)
+    out = dict(empty, bytes=int(searched_bytes))
     for key, scans, others in (("", ON_TRIPLET, OFF_TRIPLET), ("_null", OFF_TRIPLET, ON_TRIPLET)):
         peaks, n_trials, tail = _triplet(maps, masked, geos, scans, others, grid, cfg)
         if not peaks.empty:

@@ -36,7 +36,7 @@ from seti_auditor import cadence_lines, joint_lines
 from seti_auditor.cadence_search import LineSearchConfig, overlaps, decide_lines, line_events, merge_lines, seeds
 from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
 from seti_auditor.drift import DriftConfig
-from seti_auditor.joint_search import TAIL_X, decide_peaks, joint_events
+from seti_auditor.joint_search import TAIL_X, decide_peaks, joint_events, run_alpha
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, bh_qvalues, decide
 from seti_auditor.tiling import TilingConfig
@@ -362,7 +362,8 @@ def _tiles_of(events: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
                  rejected: pd.DataFrame, job: ScoreJob) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    """Decide the joint peaks of every cadence (Bonferroni over the run's trials) and merge them.
+    """Decide the joint peaks of every cadence (Bonferroni over the run's trials, at the run's level
+    :func:`seti_auditor.joint_search.run_alpha` of the searched bytes) and merge them.
 
     A passing peak becomes one candidate row per ON scan (``method = "cadence_joint"``) unless
     one of its rows lies on a tile-level RFI event of its scan (then the peak goes to the RFI
@@ -380,17 +381,20 @@ def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFr
     peaks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     null_frames = [r["null_peaks"] for r in results if len(r["null_peaks"])]
     null_peaks = pd.concat(null_frames, ignore_index=True) if null_frames else pd.DataFrame()
-    level = float(-sps_ndtri(min(1.0, cfg.alpha / max(n_trials, 1))))
-    counts = {"cadences": len(results), "trials": n_trials, "alpha": cfg.alpha, "threshold": level,
+    gb = sum(r.get("bytes", 0) for r in results) / 1e9
+    alpha = run_alpha(cfg, gb)
+    level = float(-sps_ndtri(min(1.0, alpha / max(n_trials, 1))))
+    counts = {"cadences": len(results), "trials": n_trials, "gb": round(gb, 6), "alpha": alpha,
+              "alpha_per_run": cfg.alpha, "alpha_per_gb": cfg.alpha_per_gb, "threshold": level,
               "peaks": len(peaks), "tail_x": [float(x) for x in TAIL_X], "tail": [int(x) for x in tail],
               "null": {"trials": n_null, "tail": [int(x) for x in tail_null], "peaks": len(null_peaks)}}
     if not null_peaks.empty:  # the OFF triplets' peaks under the same decision (their veto scans are the ON scans)
-        nd = decide_peaks(null_peaks, n_null, cfg)
+        nd = decide_peaks(null_peaks, n_null, cfg, alpha)
         counts["null"].update({k: int((nd["verdict"] == k).sum()) for k in ("pass", "in_off", "weak_scan")})
         counts["null"]["max_stat"] = float(nd["stat"].max())
     if peaks.empty:
         return candidates, rfi, rejected, counts
-    decided = decide_peaks(peaks, n_trials, cfg)
+    decided = decide_peaks(peaks, n_trials, cfg, alpha)
     counts.update({k: int((decided["verdict"] == k).sum()) for k in ("pass", "in_off", "weak_scan", "not_significant")})
     counts["max_stat"] = float(decided["stat"].max())
     keep = decided[decided["verdict"].isin(["pass", "in_off"])]

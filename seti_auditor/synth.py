@@ -83,6 +83,7 @@ __all__ = [
     "bandpass",
     "iter_cadences",
     "make_cadence",
+    "matched_snr",
     "signal_grid",
     "specs_by_cadence",
     "track_freq_mhz",
@@ -422,6 +423,34 @@ def _line_weights(spec: SignalSpec, t0_s: float, obs: ObsConfig,
     on_IxK = _pulse_on(spec, t_IxK)
     weights = np.einsum("ik,ikw->iw", on_IxK, frac_IxKxW) / (n_sub * spec.duty)
     return lo_I, weights
+
+
+def matched_snr(spec: SignalSpec, t0_s: float, obs: ObsConfig, fch1_mhz: float, pulses_known: bool = True) -> float:
+    """S/N of the clairvoyant matched filter for a line in one scan: the best any detector can reach.
+
+    In bandpass-normalised units a pixel holds ``a_ij = snr * w_ij / sqrt(n_ints)`` of the
+    line (module docstring; ``w_ij`` from :func:`_line_weights`, channels outside the file
+    dropped), and the noise of a pixel is 1. The matched filter ``sum(a x) / |a|`` (the line's
+    exact track, profile and pulses known, one trial) is N(0, 1) under noise and N(rho, 1)
+    with the line, ``rho = |a| = snr * sqrt(sum w^2 / n_ints)``. A line that stays in one
+    channel has ``rho = snr``; one smeared evenly over ``k`` channels per integration has
+    ``snr / sqrt(k)``; a pulse of duty ``d`` has about ``snr / sqrt(d)`` (the weights hold the
+    scan's actual pulses, as the injection does).
+
+    ``pulses_known=False``: the filter is the same track switched on all the time (a search
+    for continuous tracks, which does not model pulse timing): ``rho = (a . v) / |v|`` with
+    ``v`` the continuous track's weights; equal to the above for an unpulsed line.
+    """
+    lo_I, weights = _line_weights(spec, t0_s, obs, fch1_mhz)
+    cols_IxW = lo_I[:, None] + np.arange(weights.shape[1])[None, :]
+    inside = (cols_IxW >= 0) & (cols_IxW < obs.nchans)
+    a = np.where(inside, weights, 0.0) * (spec.snr / math.sqrt(obs.n_ints))
+    if pulses_known or spec.kind != "pulsed":
+        return float(np.sqrt(np.sum(a * a)))
+    lo_v, v = _line_weights(dataclasses.replace(spec, kind="linear"), t0_s, obs, fch1_mhz)
+    assert np.array_equal(lo_v, lo_I) and v.shape == weights.shape  # same track, same windows
+    v = np.where(inside, v, 0.0)
+    return float(np.sum(a * v) / max(float(np.sqrt(np.sum(v * v))), 1e-300))
 
 
 def _scan_bands_mhz(spec: SignalSpec, offsets_s: np.ndarray, obs: ObsConfig) -> np.ndarray:

@@ -17,12 +17,16 @@ Rules (the detection benchmark's, see its docstring):
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
+from scipy.special import ndtr
 
-__all__ = ["SLOW_FAST_SPLIT_HZ_S", "TARGETS", "TILE_KINDS", "candidate_labels", "evaluate", "overlap", "summarise",
-           "tile_labels"]
+from seti_auditor import synth
+
+__all__ = ["SLOW_FAST_SPLIT_HZ_S", "TARGETS", "TILE_KINDS", "candidate_labels", "ceiling", "clairvoyant", "evaluate",
+           "overlap", "summarise", "tile_labels"]
 
 TARGETS = {"recall_snr_ge_25": 0.95, "recall_snr_12_16": 0.8, "false_per_gb": 1.0, "rfi_leaked": 0}
 SLOW_FAST_SPLIT_HZ_S = 1.0  # |drift| below: "slow", above: "fast"
@@ -184,21 +188,32 @@ def _miss_diag(sig: dict, sc: dict, tiles, cat: dict, tol_mhz: float) -> dict:
     return d
 
 
-def summarise(ev: dict) -> dict:
-    """Recall tables (overall, by SNR, kind and drift) and the target checks of :func:`evaluate`'s result."""
-    sigs = ev["signals"]
-
-    def rec(group):
-        scan = sum(s["hits"] for s in group) / max(1, sum(s["n_on"] for s in group))
-        anyr = sum(s["hits"] > 0 for s in group) / max(1, len(group))
+def _recall(per_scan):
+    """A group's recall: ``per_scan(signal)`` gives each ON scan's detection (1/0, or a probability)."""
+    def rec(group: list[dict]) -> dict:
+        scans = [per_scan(s) for s in group]
+        scan = sum(sum(v) for v in scans) / max(1, sum(len(v) for v in scans))
+        anyr = sum(max(v, default=0.0) for v in scans) / max(1, len(group))
         return {"n": len(group), "recall_scan": round(scan, 3), "recall_any": round(anyr, 3)}
+    return rec
 
+
+def _recall_by(sigs: list[dict], rec) -> dict:
+    """``rec`` of the signals grouped by SNR, kind and drift."""
     by = {}
     for key in ("snr", "kind", "drift"):
         groups = defaultdict(list)
         for s in sigs:
             groups[s[key]].append(s)
         by[key] = {str(int(k) if key == "snr" else k): rec(v) for k, v in sorted(groups.items())}
+    return by
+
+
+def summarise(ev: dict) -> dict:
+    """Recall tables (overall, by SNR, kind and drift) and the target checks of :func:`evaluate`'s result."""
+    sigs = ev["signals"]
+    rec = _recall(lambda s: [1.0] * s["hits"] + [0.0] * (s["n_on"] - s["hits"]))
+    by = _recall_by(sigs, rec)
     hi = [s for s in sigs if s["snr"] >= 25]
     mid = [s for s in sigs if 12 <= s["snr"] <= 16]
     r_hi, r_mid = rec(hi)["recall_scan"], rec(mid)["recall_scan"]
@@ -207,3 +222,56 @@ def summarise(ev: dict) -> dict:
               "false_per_gb": [round(ev["false_per_gb"], 2), ev["false_per_gb"] <= TARGETS["false_per_gb"]],
               "rfi_leaked": [len(ev["rfi_leaked"]), not ev["rfi_leaked"]]}
     return {"overall": rec(sigs), "by": by, "targets": checks}
+
+
+# --------------------------------------------------------------------------- the clairvoyant ceiling
+
+
+def clairvoyant(truth: dict, pulses_known: bool = True) -> list[dict]:
+    """Per ETI signal: the clairvoyant matched filter's S/N in each ON scan and in its ON scans together.
+
+    :func:`seti_auditor.synth.matched_snr` of the signal's exact track, profile and pulses in
+    each ON scan (``rho_scans``); the ON scans' noise is independent, so the best joint S/N is
+    ``rho_joint = sqrt(sum rho_s^2)``. No detector does better on average: any statistic of
+    the data is at most as sensitive as the likelihood ratio of the known signal.
+    ``pulses_known=False``: the best a search for continuous tracks can do (pulse timing not modelled).
+    """
+    cfg = dict(truth["config"]["obs"])
+    obs = synth.ObsConfig(**{**cfg, "gap_s": tuple(cfg["gap_s"])})
+    fch1 = {f["name"]: float(f["fch1"]) for f in truth["files"]}
+    out = []
+    for sig in truth["signals"]:
+        pulse = {k: sig[k] for k in ("pulse_period_s", "pulse_duty", "pulse_phase_s") if sig.get(k) is not None}
+        spec = synth.SignalSpec(kind=sig["kind"], snr=float(sig["snr"]), drift_hz_s=float(sig["drift_hz_s"]),
+                                chirp_hz_s2=float(sig["chirp_hz_s2"]), width_hz=float(sig["width_hz"]),
+                                profile=sig["profile"], f_start_mhz=float(sig["f_start_mhz"]), **pulse)
+        rho = [synth.matched_snr(spec, float(sc["t_offset_s"]), obs, fch1[sc["file"]], pulses_known)
+               for sc in _on_scans(sig)]
+        out.append({"id": sig["id"], "snr": sig["snr"], "kind": sig["kind"],
+                    "drift": "fast" if abs(sig["drift_hz_s"]) > SLOW_FAST_SPLIT_HZ_S else "slow",
+                    "rho_scans": rho, "rho_joint": math.sqrt(sum(r * r for r in rho))})
+    return out
+
+
+def ceiling(clair: list[dict], threshold: float) -> dict:
+    """Expected recall of the clairvoyant matched filter held to a blind search's threshold.
+
+    A blind search must test every track it cannot rule out, so it needs a threshold ``u``
+    (in sigma) high enough for its false-alarm target; the joint search's is the catalog's
+    ``line_search.joint.threshold`` (Bonferroni over the run's trials). The clairvoyant
+    statistic of a signal is N(rho, 1): held to ``u``, it reports the signal with probability
+    ``Phi(rho - u)``, jointly (``rho_joint``, every ON scan) or, if better, in one scan alone
+    (``rho_s``). Returns the expected per-ON-scan recall in :func:`summarise`'s shape
+    (``recall_any``: the best scan's probability) and the two recall targets' values.
+    """
+    sigs = []
+    for c in clair:
+        p_joint = float(ndtr(c["rho_joint"] - threshold))
+        sigs.append({**c, "p_scans": [max(p_joint, float(ndtr(r - threshold))) for r in c["rho_scans"]]})
+
+    rec = _recall(lambda s: s["p_scans"])
+    return {"threshold": float(threshold), "overall": rec(sigs), "by": _recall_by(sigs, rec),
+            "recall_snr_ge_25": rec([s for s in sigs if s["snr"] >= 25])["recall_scan"],
+            "recall_snr_12_16": rec([s for s in sigs if 12 <= s["snr"] <= 16])["recall_scan"],
+            "signals": [{k: s[k] for k in ("id", "snr", "kind", "drift", "rho_scans", "rho_joint", "p_scans")}
+                        for s in sigs]}

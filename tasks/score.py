@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import pandas as pd
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from seti_auditor import score_archive
@@ -29,9 +33,16 @@ def _plots_name(parameters: dict) -> str:
 
 
 @task(name="plot-candidates", retries=1, cache_policy=NO_CACHE, task_run_name=_plots_name)
-def plot_candidates(workdir: str, candidates: list[dict], out_dir: str, version: str = "") -> list[str]:
-    """The ON/OFF stack PNGs of some of the top candidates (the store's coordinates read once per task)."""
-    return [str(p) for p in candidate_plots(workdir, candidates, out_dir)]
+def plot_candidates(workdir: str, candidates: list[dict], out_dir: str, version: str = "", first: int = 0) -> list[str]:
+    """The ON/OFF stack PNGs of some of the top candidates (the store's coordinates read once per task), each
+    also an image artifact of the run, ``candidate-plot-N`` (``first``: the N of the first). Made here, each task's
+    uploads overlap the other tasks' drawing instead of queueing at the end of the flow."""
+    paths = [str(p) for p in candidate_plots(workdir, candidates, out_dir)]
+    for i, path in enumerate(paths, start=first):
+        png = base64.b64encode(Path(path).read_bytes()).decode()
+        create_markdown_artifact(f"![{Path(path).name}](data:image/png;base64,{png})", key=f"candidate-plot-{i}",
+                                 description=Path(path).name)
+    return paths
 
 
 @task(name="follow-lines", retries=1, cache_policy=NO_CACHE, task_run_name="follow lines in cadence {cadence_id}")

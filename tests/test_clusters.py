@@ -257,3 +257,25 @@ def test_local_spec_starts_workers_with_its_resources_and_pins_training(no_prefe
             assert all(w["resources"] == {"GPU": 1.0} for w in workers)
             assert all(w["nthreads"] == 1 for w in workers)
     assert train_annotations() == {}
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_local_clusters_run_without_the_dashboard_diagnostics(request, processes):
+    """A command's own local cluster (threads, or processes with a Prefect server): no statistical profiler on
+    the workers, their system monitor every 2 s (infra.runtime.LOCAL_DASK_DEFAULTS); a value the user set in
+    Dask's configuration is kept."""
+    import dask
+    from distributed import Client
+
+    from infra.runtime import ClusterConfig, dask_cluster
+
+    request.getfixturevalue("prefect_server" if processes else "no_prefect_server")
+
+    def settings(dask_worker):
+        return "profile" in dask_worker.periodic_callbacks, dask_worker.periodic_callbacks["monitor"].callback_time
+
+    with dask_cluster(ClusterConfig(workers=1, processes=processes)) as address, Client(address) as client:
+        assert list(client.run(settings).values()) == [(False, 2000)]
+    with dask.config.set({"distributed.admin.system-monitor.interval": "1s"}):
+        with dask_cluster(ClusterConfig(workers=1, processes=processes)) as address, Client(address) as client:
+            assert list(client.run(settings).values()) == [(False, 1000)]

@@ -145,7 +145,7 @@ def test_events_carry_the_line_to_each_on_scan():
         assert row.drift_hz_s == pytest.approx(2.0, abs=0.1)  # the chirp trades with the drift by a step or two
 
 
-def _results(stat_line: float, off_max: float, n_trials: int = 10**7) -> list[dict]:
+def _results(stat_line: float, off_max: float, n_trials: int = 10**7, nbytes: int = 0) -> list[dict]:
     """One cadence's search result with one peak (fabricated geometry: 3 ON scans 620 s apart, 4-channel bins)."""
     geos = [{"t_mid_s": 146.0 + k * 620.0, "f0_hz": 1.1e9, "bin_hz": 4 * FOFF, "tsamp_s": TSAMP} for k in range(3)]
     files = [{"file_id": s, "source_file": f"f{s}.fil", "source_name": "X", "tstart_mjd": 60000 + s * 310 / 86400,
@@ -155,7 +155,7 @@ def _results(stat_line: float, off_max: float, n_trials: int = 10**7) -> list[di
             "n_off_checked": 3, "cadence_id": "c", "scans": [0, 2, 4], "files": files, "geometry": geos}
     none = np.zeros(TAIL_X.size, np.int64)
     return [{"cadence_id": "c", "peaks": pd.DataFrame([peak]), "n_trials": n_trials, "tail": none,
-             "null_peaks": pd.DataFrame(), "n_trials_null": n_trials, "tail_null": none}]
+             "null_peaks": pd.DataFrame(), "n_trials_null": n_trials, "tail_null": none, "bytes": nbytes}]
 
 
 def test_finish_joint_reports_vetoes_and_merges():
@@ -189,3 +189,244 @@ def test_finish_joint_reports_vetoes_and_merges():
     # rows already reported as candidates are not repeated
     c, r, _, counts = finish_joint(_results(8.0, 1.0), table, ev.iloc[[0]], empty_r, empty_r, job)
     assert len(c) == 3 and counts["added"] == 2
+
+
+def test_the_runs_level_grows_with_its_bytes_so_the_threshold_does_not():
+    """alpha per run for small runs, alpha_per_gb per GB for large ones: the same line passes in a big run."""
+    from seti_auditor.cadence_search import LineSearchConfig
+    from seti_auditor.cadence_test import sort_events
+    from seti_auditor.joint_search import run_alpha
+    from seti_auditor.score_archive import ScoreJob, finish_joint
+
+    cfg = dataclasses.replace(CFG, alpha=0.01, alpha_per_gb=0.05)
+    assert run_alpha(cfg, 0.0) == run_alpha(cfg, 0.1) == 0.01  # below 0.2 GB: per run
+    assert run_alpha(cfg, 2.0) == pytest.approx(0.1) and run_alpha(cfg, 1e9) == 1.0
+    job = ScoreJob(lines=LineSearchConfig(joint=cfg))
+    table = pd.DataFrame({"tile": [7], "file_id": [0], "tstart_mjd": [60000.0], "freq_min_mhz": [1100.0],
+                          "freq_max_mhz": [1100.02]})
+    empty_c, empty_r = sort_events(pd.DataFrame(), False), sort_events(pd.DataFrame(), True)
+    stat = 5.9  # 10**7 trials: Bonferroni p = 0.018
+    c, _, _, small = finish_joint(_results(stat, 1.0), table, empty_c, empty_r, empty_r, job)
+    assert c.empty and small["not_significant"] == 1 and small["alpha"] == 0.01
+    c, _, _, big = finish_joint(_results(stat, 1.0, nbytes=2 * 10**9), table, empty_c, empty_r, empty_r, job)
+    assert len(c) == 3 and big["pass"] == 1 and big["alpha"] == pytest.approx(0.1) and big["gb"] == pytest.approx(2.0)
+    assert big["threshold"] < stat < small["threshold"]
+    # ten times the data with ten times the trials: the same threshold
+    _, _, _, ten = finish_joint(_results(stat, 1.0, 10**8, 2 * 10**10), table, empty_c, empty_r, empty_r, job)
+    assert ten["threshold"] == pytest.approx(big["threshold"], abs=1e-9)
+
+
+# --------------------------------------------------------------------------- the fast per-scan code against the
+# per-channel implementation it replaced (kept here verbatim as the reference): the same numbers, bit for bit
+
+
+def _ref_scan_map(zb_TxN: np.ndarray, drifts: np.ndarray, min_track_frac: float = 0.5) -> np.ndarray:
+    from seti_auditor.joint_search import smear_width
+
+    z = np.asarray(zb_TxN, np.float64)
+    t, n = z.shape
+    inside = np.isfinite(z)
+    zero = np.zeros((t, 1))
+    csum = np.concatenate([zero, np.cumsum(np.where(inside, z, 0.0), axis=1)], axis=1).ravel()
+    cnt = np.concatenate([zero, np.cumsum(inside, axis=1)], axis=1).ravel()
+    dt = np.arange(t)[:, None] - (t - 1) / 2.0
+    row = (np.arange(t) * (n + 1))[:, None]
+    chans = np.arange(n, dtype=np.float64)[None, :]
+    out = np.full((len(drifts), n), np.nan, np.float32)
+    for i, d in enumerate(drifts):
+        w = smear_width(d)
+        lo = np.rint(chans + d * dt - (w - 1) / 2.0).astype(np.int64)
+        hi = np.clip(lo + w, 0, n) + row
+        lo = np.clip(lo, 0, n) + row
+        total = (csum.take(hi) - csum.take(lo)).sum(axis=0)
+        pixels = (cnt.take(hi) - cnt.take(lo)).sum(axis=0)
+        stat = np.where(pixels >= min_track_frac * t * w, total / np.sqrt(np.maximum(pixels, 1.0)), np.nan)
+        ok = np.isfinite(stat)
+        if ok.sum() < 32:
+            continue
+        loc = np.median(stat[ok])
+        scale = max(1.4826 * float(np.median(np.abs(stat[ok] - loc))), 1e-6)
+        out[i] = (stat - loc) / scale
+    return out
+
+
+def _ref_mask_strong(m_DxN, drifts, n_int, strong_z, margin=2):
+    from seti_auditor.joint_search import track_extent
+
+    n = m_DxN.shape[1]
+    strong = np.nan_to_num(m_DxN, nan=-np.inf) > strong_z
+    if not strong.any():
+        return m_DxN
+    marked = np.zeros(n + 1, np.int64)
+    di, ci = np.nonzero(strong)
+    ext = np.ceil(track_extent(drifts[di], n_int)).astype(np.int64) + margin
+    np.add.at(marked, np.clip(ci - ext, 0, n), 1)
+    np.add.at(marked, np.clip(ci + ext + 1, 0, n), -1)
+    covered = np.concatenate([[0], np.cumsum(marked[:n]) > 0]).cumsum()
+    out = m_DxN.copy()
+    chans = np.arange(n)
+    for i, d in enumerate(drifts):
+        e = int(math.ceil(track_extent(d, n_int)))
+        lo, hi = np.clip(chans - e, 0, n), np.clip(chans + e + 1, 0, n)
+        out[i, covered[hi] - covered[lo] > 0] = np.nan
+    return out
+
+
+def _ref_gather(m_DxN, idx, shift, n_ref):
+    out = np.full(n_ref, np.nan, np.float32)
+    if idx < 0:
+        return out
+    n = m_DxN.shape[1]
+    a, b = max(0, -shift), min(n_ref, n - shift)
+    if b > a:
+        out[a:b] = m_DxN[idx, a + shift : b + shift]
+    return out
+
+
+def _ref_joint_triplet(maps, geo, scan_drift_grid, cfg):
+    from seti_auditor.joint_search import PEAK_COLUMNS, _carry, _local_maxima
+
+    ref = geo[len(geo) // 2]
+    n_ref = maps[len(geo) // 2].shape[1]
+    drifts, chirps = trial_grid(cfg, geo)
+    best = np.full(n_ref, -np.inf, np.float32)
+    best_k = np.zeros(n_ref, np.int64)
+    n_trials = 0
+    tail = np.zeros(TAIL_X.size, np.int64)
+    combos = [(d, c) for d in drifts for c in chirps]
+    carried = [_carry(g, ref, np.array([d for d, _ in combos]), np.array([c for _, c in combos]), scan_drift_grid)
+               for g in geo]
+    norm = 1.0 / math.sqrt(len(geo))
+    for k in range(len(combos)):
+        parts = [np.minimum(_ref_gather(m, int(idx[k]), int(sh[k]), n_ref), cfg.cap)
+                 for m, (sh, idx) in zip(maps, carried)]
+        j = np.sum(parts, axis=0) * norm
+        ok = np.isfinite(j)
+        n_trials += int(ok.sum())
+        big = j[ok & (j > TAIL_X[0])]
+        if big.size:
+            tail += (big[:, None] > TAIL_X[None, :]).sum(axis=0)
+        better = ok & (np.min(parts, axis=0) >= cfg.min_component) & (j > best)
+        best[better] = j[better]
+        best_k[better] = k
+    peaks = _local_maxima(best, cfg.peak_half_chan, cfg.prethreshold)
+    rows = []
+    for c in peaks:
+        k = int(best_k[c])
+        chans = [int(c + sh[k]) for sh, _ in carried]
+        idxs = [int(idx[k]) for _, idx in carried]
+        comps = [float(m[i, ch]) for m, ch, i in zip(maps, chans, idxs)]
+        rows.append({"ref_chan": int(c), "stat": float(best[c]), "drift_hz_s": float(combos[k][0]),
+                     "chirp_hz_s2": float(combos[k][1]), "components": comps, "chans": chans, "drift_idx": idxs})
+    return pd.DataFrame(rows, columns=list(PEAK_COLUMNS)), n_trials, tail
+
+
+def _holes(rng, z: np.ndarray) -> np.ndarray:
+    """``z`` with absent tiles (NaN columns), a scan edge, scattered NaN pixels, infinities and clipped (tied)
+    values."""
+    z = np.clip(np.asarray(z, np.float64).copy(), -3.0, 3.0)
+    n = z.shape[1]
+    for _ in range(3):
+        a = int(rng.integers(0, n - 64))
+        z[:, a : a + int(rng.integers(8, 64))] = np.nan
+    z[:, n - int(rng.integers(1, 40)) :] = np.nan
+    z[rng.random(z.shape) < 0.002] = np.nan
+    z[rng.random(z.shape) < 0.0005] = np.inf
+    return z
+
+
+def test_private_normal_scores_equal_scorings_bit_for_bit():
+    from seti_auditor.joint_search import _normal_scores
+    from seti_auditor.scoring import normal_scores
+
+    rng = np.random.default_rng(21)
+    for trial in range(40):
+        t, n = int(rng.integers(1, 9)), int(rng.integers(1, 400))
+        z = np.round(rng.standard_normal((t, n)), int(rng.integers(0, 3)))  # rounded: many ties
+        z[rng.random((t, n)) < 0.15] = np.nan
+        z[rng.random((t, n)) < 0.03] = rng.choice([np.inf, -np.inf])
+        if trial % 4 == 0:
+            z[0] = np.nan  # a row with nothing finite
+        for x in (z, z.astype(np.float32)):  # float32 is sorted as float32
+            assert np.array_equal(_normal_scores(x), normal_scores(x), equal_nan=True), trial
+    z = _holes(rng, rng.standard_normal((T, L)))  # a scan's size, with clipped values, holes and infinities
+    for x in (z, z.astype(np.float32)):
+        assert np.array_equal(_normal_scores(x), normal_scores(x), equal_nan=True)
+
+
+@pytest.mark.parametrize("n_int, fast_bin", [(16, 4), (16, 2), (7, 4), (10, 1)])
+def test_scan_map_equals_the_per_channel_formula(n_int, fast_bin):
+    """The slice-based map is the per-channel one bit for bit, ties included (half-integer offsets round to
+    even per channel), on data with holes, edges and a line; and tied integrations do occur on these grids."""
+    from seti_auditor.joint_search import _track_offsets
+
+    rng = np.random.default_rng(100 + n_int + fast_bin)
+    cfg = dataclasses.replace(CFG, fast_bin=fast_bin)
+    grid = scan_drifts(cfg, TSAMP, FOFF * fast_bin, n_int)
+    z = rng.standard_normal((n_int, 2048 * fast_bin))
+    z[:, 3000:3040] += np.linspace(0, 3, n_int)[:, None]  # something non-white
+    zb = bin_rows(_holes(rng, z), fast_bin)
+    new, ref = scan_map(zb, grid, 0.5), _ref_scan_map(zb, grid, 0.5)
+    assert np.isfinite(new).mean() > 0.5
+    assert np.array_equal(new, ref, equal_nan=True)
+    if n_int == 16:
+        assert sum(_track_offsets(float(d), n_int)[3].any() for d in grid) > len(grid) // 4
+    # full coverage (no absent pixel), a strict track fraction, and a scan too short for some drifts
+    zb = bin_rows(rng.standard_normal((n_int, 300 * fast_bin)), fast_bin)
+    for frac in (0.5, 1.0):
+        assert np.array_equal(scan_map(zb, grid, frac), _ref_scan_map(zb, grid, frac), equal_nan=True)
+
+
+def test_mask_strong_equals_the_reference():
+    from seti_auditor.joint_search import mask_strong
+
+    rng = np.random.default_rng(8)
+    grid = scan_drifts(CFG, TSAMP, FOFF * B, T)
+    m = rng.standard_normal((grid.size, 3000)).astype(np.float32)
+    m[rng.random(m.shape) < 0.01] = np.nan
+    assert mask_strong(m, grid, T, CFG.strong_z) is m  # nothing strong: the map itself
+    m[5, 10], m[40, 1500], m[grid.size - 1, 2995], m[20, 700] = 9.0, 12.0, 8.0, np.inf
+    new = mask_strong(m, grid, T, CFG.strong_z)
+    assert np.array_equal(new, _ref_mask_strong(m, grid, T, CFG.strong_z), equal_nan=True)
+    assert np.isnan(new).mean() > np.isnan(m).mean() and not np.shares_memory(new, m)
+
+
+def test_joint_triplet_equals_the_reference():
+    """Same peaks (statistic, drift, chirp, components), trial count and tail as the per-combo implementation,
+    with lines, holes (masked strong lines, absent channels), scans of different widths and chirps."""
+    from seti_auditor.joint_search import mask_strong
+
+    for seed, snr_on, drift, chirp in ((3, 16.0, 2.0, 0.0), (5, 25.0, 1.8, 3e-4), (9, 60.0, -1.6, -2e-4)):
+        rng = np.random.default_rng(seed)
+        maps, geos, grid = _cadence(rng, snr_on, 0.0, drift, chirp)
+        maps = [mask_strong(m, grid, T, CFG.strong_z) for m in maps]
+        maps[0] = maps[0][:, :-37]  # a narrower scan
+        maps[2][:, 300:340] = np.nan
+        for cfg in (CFG, dataclasses.replace(CFG, chirp_hz_s2=0.0, min_component=-np.inf, cap=3.0)):
+            for triplet in (slice(0, None, 2), slice(1, None, 2)):
+                new = joint_triplet(maps[triplet], geos[triplet], grid, cfg)
+                ref = _ref_joint_triplet(maps[triplet], geos[triplet], grid, cfg)
+                assert new[1] == ref[1] and np.array_equal(new[2], ref[2])
+                pd.testing.assert_frame_equal(new[0], ref[0])
+        assert len(joint_triplet(maps[0::2], geos[0::2], grid, CFG)[0]) > 0
+        for sub in (slice(2, 3), slice(0, 3, 2)):  # one scan, two scans: the same sums
+            new = joint_triplet(maps[sub], geos[sub], grid, CFG)
+            ref = _ref_joint_triplet(maps[sub], geos[sub], grid, CFG)
+            assert new[1] == ref[1] and np.array_equal(new[2], ref[2])
+            pd.testing.assert_frame_equal(new[0], ref[0])
+
+
+def test_median_selection_equals_numpys():
+    """scan_map's median (middle values selected between a sample's bounds) is np.median's, also when the
+    sample misleads it (the whole array is then partitioned) and with ties, skew and sorted input."""
+    from seti_auditor.joint_search import _median
+
+    rng = np.random.default_rng(4)
+    for trial in range(300):
+        n = int(rng.choice([1, 2, 33, 4095, 4096, 4097, 16384, 20001]))
+        v = rng.standard_normal(n)
+        v = [v, np.round(v, 1), np.abs(v), np.sort(v), np.where(np.arange(n) <= n // 2, 0.7, v)][trial % 5]
+        assert _median(v.copy()) == float(np.median(v)), (trial, n)
+    v = rng.standard_normal(16384)
+    v[:: 16384 // 512] = 1e9  # every sampled value: bounds far above the middle
+    assert _median(v.copy()) == float(np.median(v))

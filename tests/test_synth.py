@@ -192,6 +192,30 @@ def test_pulsed_signal_is_on_in_a_subset_of_integrations():
         assert per_int.sum() / (SIGMA * 4.0) == pytest.approx(300.0, rel=0.01)
 
 
+@pytest.mark.parametrize("kind, drift_hz_s", [("linear", 0.2), ("linear", 2.0), ("pulsed", 2.0)],
+                         ids=["slow", "fast-smeared", "fast-pulsed"])
+def test_matched_snr_is_the_injected_signals_norm(kind, drift_hz_s):
+    """The clairvoyant S/N equals |signal| / sigma of what the generator injected, and scales as physics says."""
+    spec = SignalSpec(kind=kind, snr=40.0, drift_hz_s=drift_hz_s, width_hz=1.4)
+    config = SynthConfig(eti=(spec,), rfi=RfiConfig.none())
+    cad, bare = _cadence(config, seed=8), _cadence(QUIET, seed=8)
+    obs, rec = config.obs, cad.signals[0]
+    placed = dataclasses.replace(spec, f_start_mhz=rec["f_start_mhz"])
+    for s in synth.ON_SCANS:
+        a = (cad.scans[s].data_TxF.astype(np.float64) - bare.scans[s].data_TxF) / cad.bandpass_F / SIGMA
+        t0, fch1 = rec["scans"][s]["t_offset_s"], cad.scans[s].header["fch1"]
+        rho = synth.matched_snr(placed, t0, obs, fch1)
+        assert rho == pytest.approx(float(np.sqrt(np.sum(a * a))), rel=0.01)  # float32 data: 1 %
+        smear = abs(drift_hz_s) * obs.tsamp_s / abs(obs.foff_hz)  # channels crossed per integration
+        if drift_hz_s > 1.0:  # smeared evenly over ~smear channels: snr / sqrt(smear), a little less (profile, edges)
+            continuous = 40.0 / math.sqrt(smear)
+            assert 0.85 * continuous < synth.matched_snr(placed, t0, obs, fch1, pulses_known=False) <= 1.001 * continuous
+            if kind == "pulsed":  # knowing the pulses (duty 0.5) gains about sqrt(2)
+                assert rho == pytest.approx(math.sqrt(2.0) * continuous, rel=0.15)
+        else:  # barely smeared: nearly the whole snr
+            assert 0.5 * 40.0 < rho <= 40.0
+
+
 # --------------------------------------------------------------------------- RFI
 
 

@@ -92,3 +92,17 @@ def test_a_configured_server_or_cluster_needs_no_temporary_one(monkeypatch):
     assert PrefectApi(parse(["synth", "out"]), env={}).server is None  # runs no flow
     off = {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false"}
     assert PrefectApi(parse(["score", "--workdir", "w"]), env=off).server is None  # Prefect's own switch
+
+
+def test_the_temporary_api_clients_load_one_certificate():
+    """Plain HTTP on loopback: the clients' CA file is one certificate, which ssl loads; gone after the command."""
+    import ssl
+
+    from flows.cli import _one_certificate
+
+    with _one_certificate() as path:
+        text = Path(path).read_text()
+        assert text.count("BEGIN CERTIFICATE") == 1
+        ctx = ssl.create_default_context(cafile=path)
+        assert len(ctx.get_ca_certs()) == 1
+    assert not Path(path).exists()

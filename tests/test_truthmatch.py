@@ -87,3 +87,50 @@ def test_tile_labels_follow_precedence_and_impulse_times():
     # 16-integration tiles starting at 0 and 16: the impulse (integrations 3-4) is only in the first
     two = truthmatch.tile_labels(TRUTH, [A, A], [130.0, 130.0], [131.0, 131.0], time_start=[0, 16], tile_time=16)
     assert list(two) == ["impulse", "noise"]
+
+
+def test_ceiling_is_phi_of_rho_minus_the_threshold():
+    from scipy.stats import norm
+
+    clair = [{"id": "a", "snr": 12.0, "kind": "linear", "drift": "fast", "rho_scans": [3.0, 3.0, 3.0],
+              "rho_joint": 3.0 * np.sqrt(3.0)},
+             {"id": "b", "snr": 25.0, "kind": "pulsed", "drift": "slow", "rho_scans": [20.0, 0.5, 1.0],
+              "rho_joint": np.sqrt(401.25)}]
+    u = 6.0
+    c = truthmatch.ceiling(clair, u)
+    p_a = norm.cdf(3.0 * np.sqrt(3.0) - u)  # jointly only: one scan alone is hopeless
+    assert c["by"]["snr"]["12"]["recall_scan"] == pytest.approx(p_a, abs=1e-3)
+    assert c["recall_snr_12_16"] == pytest.approx(p_a, abs=1e-3)
+    assert c["recall_snr_ge_25"] == pytest.approx(1.0, abs=1e-3)  # rho_joint 20: every ON scan
+    assert c["overall"]["recall_scan"] == pytest.approx((3 * p_a + 3) / 6, abs=1e-3)
+    # a stricter threshold never raises the ceiling
+    assert truthmatch.ceiling(clair, u + 1)["recall_snr_12_16"] < c["recall_snr_12_16"]
+
+
+def test_clairvoyant_snr_of_a_written_archive(tmp_path):
+    """Per signal and ON scan, from truth.json alone; fast lines lose sqrt(channels crossed), slow ones little."""
+    import json
+
+    from seti_auditor.archive import write_synthetic_archive
+    from seti_auditor.synth import EtiGrid, ObsConfig, RfiConfig, SynthConfig, signal_grid
+
+    obs = ObsConfig(nfpc=4096, n_coarse=2)
+    grid = EtiGrid(snrs=(20.0,), kinds=("linear", "pulsed"), drifts_hz_s=(0.2, 2.0))
+    config = SynthConfig(obs=obs, eti=signal_grid(grid, 1), rfi=RfiConfig.none())
+    truth = json.loads(write_synthetic_archive(tmp_path, cadences=1, seed=3, config=config).read_text())
+    clair = {c["id"]: c for c in truthmatch.clairvoyant(truth)}
+    track = {c["id"]: c for c in truthmatch.clairvoyant(truth, pulses_known=False)}
+    assert len(clair) == 4
+    smear = 2.0 * obs.tsamp_s / abs(obs.foff_hz)
+    for sig in truth["signals"]:
+        c, t = clair[sig["id"]], track[sig["id"]]
+        assert len(c["rho_scans"]) == 3
+        assert c["rho_joint"] == pytest.approx(np.sqrt(np.sum(np.square(c["rho_scans"]))))
+        if c["drift"] == "fast":
+            assert all(0.85 * 20 / np.sqrt(smear) < r <= 20 / np.sqrt(smear) + 1e-6 for r in t["rho_scans"])
+        else:
+            assert all(10.0 < r <= 20.0 + 1e-6 for r in t["rho_scans"])
+        if sig["kind"] == "pulsed":  # known pulse timing is worth about sqrt(1 / duty)
+            assert c["rho_joint"] > 1.2 * t["rho_joint"]
+        else:
+            assert c["rho_joint"] == pytest.approx(t["rho_joint"])
