@@ -51,7 +51,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
+
+from seti_auditor.scoring import normal_scores
 
 # the columns of a joint peak (:func:`joint_triplet`'s output; the decision adds its own)
 PEAK_COLUMNS = ("ref_chan", "stat", "drift_hz_s", "chirp_hz_s2", "components", "chans", "drift_idx")
@@ -106,49 +108,6 @@ class ScanGeometry:
 # --------------------------------------------------------------------------- per scan
 
 
-def _normal_scores(z_TxL: np.ndarray) -> np.ndarray:
-    """:func:`seti_auditor.scoring.normal_scores`, bit for bit, in about half the time.
-
-    Each row's values replaced by ``Phi^-1(rank / (n + 1))`` (``n``: the row's finite values;
-    ties share their average rank; NaN and infinities give NaN). One ``argsort`` per row
-    instead of scipy's stable ``rankdata`` (the order within a group of ties does not change
-    its average rank), and ``ndtri`` evaluated once per distinct ``n`` on the table of
-    ``k / (2 (n + 1))``, ``k`` = twice the (half-integer) rank: ``k / (2 (n + 1))`` and
-    ``rank / (n + 1)`` are the same correctly rounded quotient. A float32 input is sorted as
-    float32 (its float64 values have the same order and ties).
-    """
-    z = np.asarray(z_TxL)
-    if z.dtype != np.float32:
-        z = np.asarray(z, np.float64)
-    t, n = z.shape
-    ok = np.isfinite(z)
-    key = np.where(ok, z, np.inf)  # non-finite values sort last; the table entries they get are discarded
-    order = np.argsort(key, axis=1)
-    srt = np.take_along_axis(key, order, axis=1)
-    twice = np.broadcast_to(2 * np.arange(1, n + 1, dtype=np.int64), (t, n)).ravel().copy()  # 2 x rank, sorted order
-    tie = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).ravel())  # (row, i) with srt[row, i + 1] == srt[row, i]
-    if tie.size:
-        tie = tie + tie // (n - 1) + 1  # flat index of the second of each equal pair in (t, n)
-        brk = np.flatnonzero(np.diff(tie) != 1) + 1
-        first, stop = np.concatenate([[0], brk]), np.concatenate([brk, [tie.size]])
-        lo, hi = tie[first] - 1, tie[stop - 1]  # each group of ties: its first and last flat index
-        val = lo % n + hi % n + 2  # twice its average 1-based rank
-        twice[tie] = np.repeat(val, stop - first)
-        twice[lo] = val
-    twice = twice.reshape(t, n)
-    out = np.empty((t, n), np.float64)
-    count = ok.sum(axis=1)
-    for m in np.unique(count):
-        rows = np.flatnonzero(count == m)
-        table = ndtri(np.arange(2 * m + 1, dtype=np.float64) / (2.0 * (m + 1.0)))
-        scores = table[np.minimum(twice[rows], 2 * m)]
-        part = np.empty((rows.size, n), np.float64)
-        np.put_along_axis(part, order[rows], scores, axis=1)
-        out[rows] = part
-    out[~ok] = np.nan
-    return out
-
-
 def bin_rows(z_TxL: np.ndarray, fast_bin: int, box: int = 4, block: int | None = None) -> np.ndarray:
     """Normal scores per row, summed over ``fast_bin`` channels / ``sqrt(fast_bin)``: ``(T, L // fast_bin)``.
 
@@ -162,7 +121,7 @@ def bin_rows(z_TxL: np.ndarray, fast_bin: int, box: int = 4, block: int | None =
     bins, for impulses that cover part of the band, were measured too: a noisier spread, which
     down-weights clean rows at random, lost recall and did not improve the tail beyond 5.)
     """
-    z = _normal_scores(z_TxL)
+    z = normal_scores(z_TxL)
     t, n = z.shape
     nb = n // fast_bin
     zb = z[:, : nb * fast_bin].reshape(t, nb, fast_bin).sum(axis=2) / math.sqrt(fast_bin)

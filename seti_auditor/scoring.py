@@ -54,7 +54,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtri
-from scipy.stats import rankdata
 
 logger = logging.getLogger(__name__)
 
@@ -454,12 +453,43 @@ def normal_scores(z_TxL: np.ndarray) -> np.ndarray:
     track lies. Normal scores make every row's marginal exactly Gaussian (and every row equally
     spread, which also evens out integrations lifted by a broadband impulse), so track sums are
     Gaussian to the tail. Ties (values clipped at the same level) share their average rank.
+
+    One ``argsort`` per row (a float32 input is sorted as float32: its float64 values have the
+    same order and ties), each group of ties given its average rank, and ``ndtri`` evaluated once
+    per distinct count ``n`` on the table of ``k / (2 (n + 1))``, ``k`` twice the (half-integer)
+    rank: the same correctly rounded quotient as ``rank / (n + 1)``, so the values are those of
+    scipy's ``rankdata`` + ``ndtri`` bit for bit (tests/test_joint_search.py), in about half the time.
     """
-    z = np.asarray(z_TxL, np.float64)
+    z = np.asarray(z_TxL)
+    if z.dtype != np.float32:
+        z = np.asarray(z, np.float64)
+    t, n = z.shape
     ok = np.isfinite(z)
-    ranks = rankdata(np.where(ok, z, np.nan), axis=1, nan_policy="omit")
-    n = ok.sum(axis=1, keepdims=True)
-    return np.where(ok, ndtri(ranks / (n + 1.0)), np.nan)
+    key = np.where(ok, z, np.inf)  # non-finite values sort last; the table entries they get are discarded
+    order = np.argsort(key, axis=1)
+    srt = np.take_along_axis(key, order, axis=1)
+    twice = np.broadcast_to(2 * np.arange(1, n + 1, dtype=np.int64), (t, n)).ravel().copy()  # 2 x rank, sorted order
+    tie = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).ravel())  # (row, i) with srt[row, i + 1] == srt[row, i]
+    if tie.size:
+        tie = tie + tie // (n - 1) + 1  # flat index of the second of each equal pair in (t, n)
+        brk = np.flatnonzero(np.diff(tie) != 1) + 1
+        first, stop = np.concatenate([[0], brk]), np.concatenate([brk, [tie.size]])
+        lo, hi = tie[first] - 1, tie[stop - 1]  # each group of ties: its first and last flat index
+        val = lo % n + hi % n + 2  # twice its average 1-based rank
+        twice[tie] = np.repeat(val, stop - first)
+        twice[lo] = val
+    twice = twice.reshape(t, n)
+    out = np.empty((t, n), np.float64)
+    count = ok.sum(axis=1)
+    for m in np.unique(count):
+        rows = np.flatnonzero(count == m)
+        table = ndtri(np.arange(2 * m + 1, dtype=np.float64) / (2.0 * (m + 1.0)))
+        scores = table[np.minimum(twice[rows], 2 * m)]
+        part = np.empty((rows.size, n), np.float64)
+        np.put_along_axis(part, order[rows], scores, axis=1)
+        out[rows] = part
+    out[~ok] = np.nan
+    return out
 
 
 def window_stat(z_TxL: np.ndarray, chan0: float, drift0: float, half_chan: float, half_drift: float,
