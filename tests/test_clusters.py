@@ -262,8 +262,8 @@ def test_local_spec_starts_workers_with_its_resources_and_pins_training(no_prefe
 @pytest.mark.parametrize("processes", [False, True])
 def test_local_clusters_run_without_the_dashboard_diagnostics(request, processes):
     """A command's own local cluster (threads, or processes with a Prefect server): no statistical profiler on
-    the workers, their system monitor every 2 s (infra.runtime.LOCAL_DASK_DEFAULTS); a value the user set in
-    Dask's configuration is kept."""
+    the workers, their system monitor every 2 s and their event-loop tick every 0.5 s, in the scheduler too
+    (infra.runtime.LOCAL_DASK_DEFAULTS); a value the user set in Dask's configuration is kept."""
     import dask
     from distributed import Client
 
@@ -272,10 +272,12 @@ def test_local_clusters_run_without_the_dashboard_diagnostics(request, processes
     request.getfixturevalue("prefect_server" if processes else "no_prefect_server")
 
     def settings(dask_worker):
-        return "profile" in dask_worker.periodic_callbacks, dask_worker.periodic_callbacks["monitor"].callback_time
+        return ("profile" in dask_worker.periodic_callbacks, dask_worker.periodic_callbacks["monitor"].callback_time,
+                dask_worker.periodic_callbacks["tick"].callback_time)
 
     with dask_cluster(ClusterConfig(workers=1, processes=processes)) as address, Client(address) as client:
-        assert list(client.run(settings).values()) == [(False, 2000)]
-    with dask.config.set({"distributed.admin.system-monitor.interval": "1s"}):
+        assert list(client.run(settings).values()) == [(False, 2000, 500)]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.periodic_callbacks["tick"].callback_time) == 500
+    with dask.config.set({"distributed.admin.system-monitor.interval": "1s", "distributed.admin.tick.interval": "50ms"}):
         with dask_cluster(ClusterConfig(workers=1, processes=processes)) as address, Client(address) as client:
-            assert list(client.run(settings).values()) == [(False, 1000)]
+            assert list(client.run(settings).values()) == [(False, 1000, 50)]
