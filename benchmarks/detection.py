@@ -176,11 +176,12 @@ def read_catalog(workdir: Path) -> dict:
     return out
 
 
-def read_joint_threshold(workdir: Path) -> float | None:
-    """The joint fast-line search's threshold (sigma) of the current catalog, None when it did not run."""
+def read_joint_threshold(workdir: Path, name: str = "joint") -> float | None:
+    """A joint search's threshold (sigma) in the current catalog (``joint``: the fast one, ``joint_slow``), None
+    when it did not run."""
     from seti_auditor.catalog import open_catalog
 
-    joint = (open_catalog(workdir).attrs.get("line_search") or {}).get("joint") or {}
+    joint = (open_catalog(workdir).attrs.get("line_search") or {}).get(name) or {}
     return float(joint["threshold"]) if "threshold" in joint else None
 
 
@@ -242,7 +243,8 @@ def print_report(res: dict) -> None:
         cells = [f"{s[n]['targets'][key][0]} {'PASS' if s[n]['targets'][key][1] else 'FAIL'}" for n in names]
         print(f"  {key:17s} {goal:8s}   {cells[0]:18s} {cells[1]}")
     if ceil:
-        print(f"\nceiling at the joint search's threshold u = {ceil['threshold']:.2f} sigma (its false-alarm level): "
+        slow = f" (slow signals: the slow search's, {ceil['slow_threshold']:.2f})" if ceil.get("slow_threshold") else ""
+        print(f"\nceiling at the joint search's threshold u = {ceil['threshold']:.2f} sigma{slow} (its false-alarm level): "
               f"the expected per-ON-scan recall Phi(rho - u) of a clairvoyant matched filter, rho = the optimal S/N\n"
               f"of each signal's exact track in its ON scans (truthmatch.ceiling): SNR 12-16 "
               f"{ceil['clairvoyant']['recall_snr_12_16']:.2f} with the pulse timing known, "
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--line-search"] if args.line_search else ["--no-line-search"]
         run_wall, run_text = run_cli(["run", str(archive), "--workdir", str(work), *extra], env, root / "run.log")
         cat_ours, tiles_ours = read_catalog(work), read_tiles(work)
-        joint_threshold = read_joint_threshold(work)
+        joint_threshold, slow_threshold = read_joint_threshold(work), read_joint_threshold(work, "joint_slow")
 
         log("[detection] baseline: seti-auditor score --score mse --threshold article")
         base_wall, base_text = run_cli(["score", "--workdir", str(work), "--score", "mse", "--threshold", "article"],
@@ -399,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                              "stages": stages, "startup": startup}
         res["rescore_same_catalog"] = same
         if joint_threshold is not None:  # what the data allow at our false-alarm level (truthmatch.ceiling)
-            res["ceiling"] = {"threshold": joint_threshold,
-                              "clairvoyant": ceiling(clairvoyant(truth, pulses_known=True), joint_threshold),
-                              "track": ceiling(clairvoyant(truth, pulses_known=False), joint_threshold)}
+            res["ceiling"] = {"threshold": joint_threshold, "slow_threshold": slow_threshold,
+                              "clairvoyant": ceiling(clairvoyant(truth, pulses_known=True), joint_threshold,
+                                                     slow_threshold),
+                              "track": ceiling(clairvoyant(truth, pulses_known=False), joint_threshold, slow_threshold)}
         if args.json:
             print(json.dumps(_clean(res), default=_json_default, allow_nan=False))
         else:

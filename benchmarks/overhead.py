@@ -153,11 +153,12 @@ def bare_score(workdir: str, job, times: dict) -> dict:
                     for cad, rows in plan.cadences.items()]
         measured = pd.concat(measured, ignore_index=True) if measured else pd.DataFrame()
         candidates, rfi, rejected, lines = score_archive.finish_lines(plan, measured, candidates, rfi, rejected, job)
-        if score_archive.joint_enabled(job):  # the joint fast-line search: one call per complete cadence
+        if score_archive.joint_enabled(job):  # the joint line searches: one call per complete cadence
             results = [score_archive.search_joint(workdir, version, rows, job)
                        for rows in score_archive.plan_joint(table).values()]
-            candidates, rfi, rejected, lines["joint"] = score_archive.finish_joint(results, table, candidates, rfi,
-                                                                                 rejected, job)
+            candidates, rfi, rejected, joint_counts = score_archive.finish_joints(results, table, candidates, rfi,
+                                                                                rejected, job)
+            lines.update(joint_counts)
     candidates, rfi, rejected = (frame.assign(model_version=version) for frame in (candidates, rfi, rejected))
     run_id = str(uuid.uuid4())
     batch = {"run_id": run_id, "mode": "full", "reason": "bare loop", "code_version": __version__,

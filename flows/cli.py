@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import importlib
 import logging
@@ -238,8 +239,9 @@ def _add_score_args(p: argparse.ArgumentParser) -> None:
                    help="the cadence line search (default on; --no-line-search: the tile-level test alone): weak and "
                         "fast-drifting lines followed through their cadence; see docs/statistics.md")
     p.add_argument("--joint-search", action=argparse.BooleanOptionalAction, default=True,
-                   help="the joint fast-line search (default on, with the line search): the three ON scans of a "
-                        "cadence summed along fast-drifting tracks (0.6-2.5 Hz/s); see docs/statistics.md")
+                   help="the joint line searches (default on, with the line search): the three ON scans of a "
+                        "cadence summed along drifting tracks, fast (0.6-2.5 Hz/s, 2-channel bins) and slow "
+                        "(0-0.6 Hz/s, full resolution); see docs/statistics.md")
 
 
 def _cluster(args):
@@ -279,7 +281,7 @@ def _train_job(args):
 def _score_job(args):
     from seti_auditor.cadence_search import LineSearchConfig
     from seti_auditor.cadence_test import CadenceConfig
-    from seti_auditor.joint_search import JointSearchConfig
+    from seti_auditor.joint_search import SLOW_JOINT, JointSearchConfig
     from seti_auditor.score_archive import ScoreJob
     from seti_auditor.scoring import ScoreConfig
     from seti_auditor.stats import ThresholdConfig
@@ -288,7 +290,8 @@ def _score_job(args):
     tail = "gumbel" if args.score == "line" else "exponential"
     # the cadence line search follows line tracks: it belongs to the line score, not the article's baseline
     lines = LineSearchConfig(enabled=args.score == "line" and args.line_search,
-                             joint=JointSearchConfig(enabled=args.joint_search))
+                             joint=JointSearchConfig(enabled=args.joint_search),
+                             joint_slow=dataclasses.replace(SLOW_JOINT, enabled=args.joint_search))
     return ScoreJob(score=ScoreConfig(score=args.score),
                     thresholds=ThresholdConfig(method=args.threshold, q=args.fdr, tail=tail),
                     cadence=CadenceConfig(min_on_scans=args.min_on_scans), lines=lines)

@@ -183,7 +183,8 @@ def _unchanged(workdir: str, version: str, plan) -> ScoreSummary:
 
 def _line_search(workdir, version, table, job, candidates, rfi, rejected):
     """The cadence line search: one task per cadence with seeds, then the archive-wide decision; then (when
-    enabled) the joint fast-line search, one task per complete cadence (submitted with the first, decided after it)."""
+    enabled) the joint line searches (fast and slow), one task per complete cadence (submitted with the first, decided
+    after it)."""
     plan = score_archive.plan_lines(table, job)
     futures = [follow_lines.submit(workdir, version, cad, rows, plan.seeds[plan.seeds["cadence_id"] == cad],
                                    plan.m_tests, len(plan.seeds), job)
@@ -195,8 +196,9 @@ def _line_search(workdir, version, table, job, candidates, rfi, rejected):
     candidates, rfi, rejected, counts = score_archive.finish_lines(plan, measured, candidates, rfi, rejected, job)
     if score_archive.joint_enabled(job):
         results = [f.result() for f in joint_futures]
-        candidates, rfi, rejected, counts["joint"] = score_archive.finish_joint(results, table, candidates, rfi,
-                                                                              rejected, job)
+        candidates, rfi, rejected, joint_counts = score_archive.finish_joints(results, table, candidates, rfi,
+                                                                             rejected, job)
+        counts.update(joint_counts)
     return candidates, rfi, rejected, counts
 
 

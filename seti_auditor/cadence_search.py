@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from seti_auditor.joint_search import JointSearchConfig
+from seti_auditor.joint_search import SLOW_JOINT, JointSearchConfig
 from seti_auditor.stats import bh_qvalues
 
 _SECONDS_PER_DAY = 86400.0
@@ -72,6 +72,8 @@ class LineSearchConfig:
     # the cadence-coherent joint search for fast lines (seti_auditor.joint_search), run after this search
     # when both are enabled (so --no-line-search and the article's --score mse never run it)
     joint: JointSearchConfig = JointSearchConfig()
+    # ... and for slow lines (full resolution, |drift| <= 0.6 Hz/s), with its own trials and level
+    joint_slow: JointSearchConfig = SLOW_JOINT
 
     def __post_init__(self) -> None:
         if not 0 < self.seed_p <= 1 or not 0 < self.q < 1:

@@ -1,8 +1,9 @@
-"""The joint fast-line search's measurements (I/O): per-scan binned residuals and the joint statistic.
+"""The joint line searches' measurements (I/O): per-scan binned residuals and the joint statistic.
 
 :mod:`seti_auditor.joint_search` holds the statistics; this module reads one cadence's tiles,
 reconstructs them with the current model (:func:`seti_auditor.audit.residuals`), stitches each
-scan's residual along frequency, and runs the joint statistic on the ON triplet (the search)
+scan's residual along frequency, bins it for each search (the fast search's 2-channel bins, the slow
+search's full resolution), and runs the joint statistic on the ON triplet (the search)
 and on the OFF triplet (the null, with the same trials and time geometry). It returns small
 frames and counts only.
 """
@@ -17,7 +18,7 @@ from seti_auditor import modeldir, tilestore
 from seti_auditor.audit import residuals
 from seti_auditor.joint_search import (JointSearchConfig, ScanGeometry, TAIL_X, bin_rows, joint_triplet, mask_strong,
                                        off_values, scan_drifts, scan_map)
-from seti_auditor.scoring import ScoreConfig
+from seti_auditor.scoring import ScoreConfig, normal_scores
 
 _SECONDS_PER_DAY = 86400.0
 ON_TRIPLET, OFF_TRIPLET = (0, 2, 4), (1, 3, 5)
@@ -32,12 +33,14 @@ def scan_blocks(rows: pd.DataFrame) -> dict[int, pd.DataFrame]:
     return out
 
 
-def read_scan(g, nchans: int | None, model, block: pd.DataFrame, score_cfg: ScoreConfig, fast_bin: int) -> tuple:
-    """One scan block's binned residual ``(T, L // fast_bin)`` and its :class:`ScanGeometry`.
+def read_scan(g, nchans: int | None, model, block: pd.DataFrame, score_cfg: ScoreConfig,
+              fast_bins: tuple[int, ...]) -> dict[int, tuple[np.ndarray, ScanGeometry]]:
+    """One scan block's binned residual ``(T, L // fast_bin)`` and its :class:`ScanGeometry`, per fast bin.
 
     ``g``: the tile store (open, read-only); ``nchans``: the file's channels (None: up to its last
     tile); ``block``: tile-table rows of one file's time block. The residuals of its tiles are
     placed at their channels (``chan_start``) of the file; channels without a valid tile are NaN.
+    The model runs once, whatever the number of binnings.
     """
     tiles = np.unique(block["tile"].to_numpy(np.int64))
     cs = np.asarray(g["chan_start"].get_orthogonal_selection(tiles), np.int64)
@@ -48,14 +51,16 @@ def read_scan(g, nchans: int | None, model, block: pd.DataFrame, score_cfg: Scor
     strip = np.full((t, width), np.nan, np.float32)
     for i, c in enumerate(cs):
         strip[:, c : c + f] = z[i]
-    zb = bin_rows(strip, fast_bin)
     r = block.iloc[0]
     foff_hz = float(r.foff_mhz) * 1e6
     fch1_hz = (float(r.tile_freq0_mhz) * 1e6) - int(g["chan_start"][int(r.tile)]) * foff_hz  # channel 0 of the file
     tsamp = float(r.tsamp_s)
-    geo = ScanGeometry(t_mid_s=(float(r.tstart_mjd) * _SECONDS_PER_DAY + 0.5 * t * tsamp),
-                       f0_hz=fch1_hz + (fast_bin - 1) / 2.0 * foff_hz, bin_hz=foff_hz * fast_bin, tsamp_s=tsamp)
-    return zb, geo
+    t_mid_s = float(r.tstart_mjd) * _SECONDS_PER_DAY + 0.5 * t * tsamp
+    scores = normal_scores(strip)  # once for every binning
+    return {fb: (bin_rows(scores, fb, scored=True),
+                 ScanGeometry(t_mid_s=t_mid_s, f0_hz=fch1_hz + (fb - 1) / 2.0 * foff_hz, bin_hz=foff_hz * fb,
+                              tsamp_s=tsamp))
+            for fb in sorted(set(fast_bins))}
 
 
 def _triplet(maps: dict, masked: dict, geos: dict, scans: tuple, others: tuple, grid: np.ndarray,
@@ -73,12 +78,13 @@ def _triplet(maps: dict, masked: dict, geos: dict, scans: tuple, others: tuple, 
     return peaks, n_trials, tail
 
 
-def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSearchConfig,
-                   score_cfg: ScoreConfig) -> dict:
-    """The joint search of one cadence (``rows``: its rows of the tile table).
+def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfgs: dict[str, JointSearchConfig],
+                   score_cfg: ScoreConfig) -> dict[str, dict]:
+    """The joint searches of one cadence (``rows``: its rows of the tile table), one per ``cfgs`` entry
+    (name -> its configuration: the fast and the slow search), on residuals computed once.
 
-    Returns ``{"cadence_id", "peaks", "n_trials", "tail", "null_peaks", "n_trials_null", "tail_null", "bytes"}``:
-    the ON triplet's peaks (:data:`seti_auditor.joint_search.PEAK_COLUMNS` plus the scans' files,
+    Returns, per name, ``{"cadence_id", "peaks", "n_trials", "tail", "null_peaks", "n_trials_null", "tail_null",
+    "bytes"}``: the ON triplet's peaks (:data:`seti_auditor.joint_search.PEAK_COLUMNS` plus the scans' files,
     times and geometry, ``off_max`` and ``n_off_checked``), its number of trials and tail counts
     (at :data:`seti_auditor.joint_search.TAIL_X`), and the same for the OFF triplet searched as if
     it were ON (its veto scans are the ON scans): the null; ``bytes``: the searched share of the six
@@ -89,37 +95,47 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfg: JointSea
     empty = {"cadence_id": cad, "peaks": pd.DataFrame(), "n_trials": 0, "tail": np.zeros(TAIL_X.size, np.int64),
              "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64), "bytes": 0}
     blocks = scan_blocks(rows[rows["scan_index"] >= 0])
-    if not all(s in blocks for s in ON_TRIPLET + OFF_TRIPLET):
-        return empty
+    if not cfgs or not all(s in blocks for s in ON_TRIPLET + OFF_TRIPLET):
+        return {name: dict(empty) for name in cfgs}
     model, _, meta, _ = modeldir.load_current(workdir)
     if meta["model_version"] != version:
         raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
-    maps, masked, geos, info = {}, {}, {}, {}
-    grid, searched_bytes = None, 0.0
+    maps = {name: {} for name in cfgs}
+    masked = {name: {} for name in cfgs}
+    geos = {name: {} for name in cfgs}
+    grids: dict[str, np.ndarray] = {}
+    info, searched_bytes = {}, 0.0
     path = tilestore.store_path(workdir)
     g = zarr.open_group(str(path), mode="r")
     manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
     for s, block in blocks.items():
         fid = int(block["file_id"].iloc[0])
         nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
-        zb, geo = read_scan(g, nchans, model, block, score_cfg, cfg.fast_bin)
+        binned = read_scan(g, nchans, model, block, score_cfg, tuple(c.fast_bin for c in cfgs.values()))
+        n_int = next(iter(binned.values()))[0].shape[0]
         if "size_bytes" in manifest.columns:
             entry = manifest.iloc[fid]
-            searched_bytes += float(entry["size_bytes"]) * min(1.0, zb.shape[0] / max(int(entry["nints"]), 1))
-        if grid is None:
-            grid = scan_drifts(cfg, geo.tsamp_s, geo.bin_hz, zb.shape[0])
-        maps[s], geos[s] = scan_map(zb, grid, cfg.min_track_frac), geo
-        masked[s] = mask_strong(maps[s], grid, zb.shape[0], cfg.strong_z)
+            searched_bytes += float(entry["size_bytes"]) * min(1.0, n_int / max(int(entry["nints"]), 1))
+        for name, cfg in cfgs.items():
+            zb, geo = binned[cfg.fast_bin]
+            if name not in grids:
+                grids[name] = scan_drifts(cfg, geo.tsamp_s, geo.bin_hz, n_int)
+            maps[name][s], geos[name][s] = scan_map(zb, grids[name], cfg.min_track_frac), geo
+            masked[name][s] = mask_strong(maps[name][s], grids[name], n_int, cfg.strong_z)
+        del binned
         r = block.iloc[0]
         info[s] = {"file_id": int(r.file_id), "source_file": str(r.source_file), "source_name": str(r.source_name),
-                   "tstart_mjd": float(r.tstart_mjd), "tstop_mjd": float(r.tstop_mjd), "n_int": int(zb.shape[0])}
-    out = dict(empty, bytes=int(searched_bytes))
-    for key, scans, others in (("", ON_TRIPLET, OFF_TRIPLET), ("_null", OFF_TRIPLET, ON_TRIPLET)):
-        peaks, n_trials, tail = _triplet(maps, masked, geos, scans, others, grid, cfg)
-        if not peaks.empty:
-            peaks = peaks.assign(cadence_id=cad, scans=[list(scans)] * len(peaks),
-                                 files=[[info[s] for s in scans]] * len(peaks),
-                                 geometry=[[vars(geos[s]) for s in scans]] * len(peaks))
-        out["peaks" if not key else "null_peaks"] = peaks
-        out["n_trials" + key], out["tail" + key] = n_trials, tail
+                   "tstart_mjd": float(r.tstart_mjd), "tstop_mjd": float(r.tstop_mjd), "n_int": n_int}
+    out = {}
+    for name, cfg in cfgs.items():
+        res = dict(empty, bytes=int(searched_bytes))
+        for key, scans, others in (("", ON_TRIPLET, OFF_TRIPLET), ("_null", OFF_TRIPLET, ON_TRIPLET)):
+            peaks, n_trials, tail = _triplet(maps[name], masked[name], geos[name], scans, others, grids[name], cfg)
+            if not peaks.empty:
+                peaks = peaks.assign(cadence_id=cad, scans=[list(scans)] * len(peaks),
+                                     files=[[info[s] for s in scans]] * len(peaks),
+                                     geometry=[[vars(geos[name][s]) for s in scans]] * len(peaks))
+            res["peaks" if not key else "null_peaks"] = peaks
+            res["n_trials" + key], res["tail" + key] = n_trials, tail
+        out[name] = res
     return out

@@ -85,14 +85,23 @@ class JointSearchConfig:
     veto_half_chan: int = 2  # ... within this many binned channels (and one per-scan drift step) of it
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_drift_hz_s < self.max_drift_hz_s:
-            raise ValueError(f"JointSearchConfig needs 0 < min_drift_hz_s < max_drift_hz_s, got {self}")
+        if not 0 <= self.min_drift_hz_s < self.max_drift_hz_s:
+            raise ValueError(f"JointSearchConfig needs 0 <= min_drift_hz_s < max_drift_hz_s, got {self}")
         if self.fast_bin < 1 or self.drift_step_chan <= 0 or self.chirp_step_chan <= 0 or self.chirp_hz_s2 < 0:
             raise ValueError(f"invalid JointSearchConfig {self}")
         if not 0 < self.alpha < 1 or self.alpha_per_gb < 0 or self.peak_half_chan < 0 or self.veto_half_chan < 0:
             raise ValueError(f"invalid JointSearchConfig {self}")
         if self.cap <= 0 or self.strong_z <= 0 or not 0 < self.min_track_frac <= 1:
             raise ValueError(f"JointSearchConfig needs cap, strong_z > 0 and 0 < min_track_frac <= 1, got {self}")
+
+
+# the slow search: the same statistic at full resolution (no binning) from zero drift up to where the fast search
+# starts. Slow lines stay within ~1-2 channels per integration, so the tile-level searches see them, but one scan
+# at a time: an SNR-8 line at 0.2 Hz/s (~7 sigma in one scan at best, ~12 over the three ON scans) is mostly below
+# what one scan can report at the archive's false-alarm level (docs/statistics.md). Such a line is ~2 channels
+# wide, so the drift grid is twice as fine as the fast search's (in channels): with steps that move the outer scans
+# by 2 channels, an SNR-8 line's outer scan fell from 5.6 to 1.6 sigma between grid points (tests/test_joint_search.py).
+SLOW_JOINT = JointSearchConfig(min_drift_hz_s=0.0, max_drift_hz_s=0.6, fast_bin=1, drift_step_chan=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +117,11 @@ class ScanGeometry:
 # --------------------------------------------------------------------------- per scan
 
 
-def bin_rows(z_TxL: np.ndarray, fast_bin: int, box: int = 4, block: int | None = None) -> np.ndarray:
+def bin_rows(z_TxL: np.ndarray, fast_bin: int, box: int = 4, block: int | None = None, scored: bool = False
+             ) -> np.ndarray:
     """Normal scores per row, summed over ``fast_bin`` channels / ``sqrt(fast_bin)``: ``(T, L // fast_bin)``.
+    ``scored``: ``z_TxL`` already holds them (:func:`seti_auditor.scoring.normal_scores`; computed once for two
+    binnings, the same values).
 
     A bin with a NaN pixel (an absent tile, a scan edge) is NaN; trailing channels that do not
     fill a bin are dropped. Each row is then divided (whole, or per block of ``block`` bins) by ``max(1, s)``,
@@ -121,7 +133,7 @@ def bin_rows(z_TxL: np.ndarray, fast_bin: int, box: int = 4, block: int | None =
     bins, for impulses that cover part of the band, were measured too: a noisier spread, which
     down-weights clean rows at random, lost recall and did not improve the tail beyond 5.)
     """
-    z = normal_scores(z_TxL)
+    z = z_TxL if scored else normal_scores(z_TxL)
     t, n = z.shape
     nb = n // fast_bin
     zb = z[:, : nb * fast_bin].reshape(t, nb, fast_bin).sum(axis=2) / math.sqrt(fast_bin)
@@ -156,8 +168,9 @@ def scan_drifts(cfg: JointSearchConfig, tsamp_s: float, bin_hz: float, n_int: in
     lo = max(cfg.min_drift_hz_s - margin, 0.0) * to_chan
     hi = (cfg.max_drift_hz_s + margin) * to_chan
     pos = np.arange(math.floor(lo / step), math.ceil(hi / step) + 1) * step
+    zero = pos[pos == 0][:1]  # a search down to zero drift (the slow search) has it once
     pos = pos[pos > 0]
-    return np.concatenate([-pos[::-1], pos])
+    return np.concatenate([-pos[::-1], zero, pos])
 
 
 def _track_offsets(d: float, n_int: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -329,7 +342,7 @@ def trial_grid(cfg: JointSearchConfig, geo: list[ScanGeometry]) -> tuple[np.ndar
     bin_hz = min(abs(g.bin_hz) for g in geo)
     step = cfg.drift_step_chan * bin_hz / max(span, 1e-9)
     pos = np.arange(cfg.min_drift_hz_s, cfg.max_drift_hz_s + 0.5 * step, step)
-    drifts = np.concatenate([-pos[::-1], pos])
+    drifts = np.concatenate([-pos[::-1][: pos.size - int(pos[0] == 0)], pos])  # zero drift once
     if cfg.chirp_hz_s2 <= 0:
         return drifts, np.zeros(1)
     c_step = 2.0 * cfg.chirp_step_chan * bin_hz / max(span * span, 1e-9)

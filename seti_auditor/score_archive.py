@@ -36,7 +36,7 @@ from seti_auditor import cadence_lines, joint_lines
 from seti_auditor.cadence_search import LineSearchConfig, overlaps, decide_lines, line_events, merge_lines, seeds
 from seti_auditor.cadence_test import CadenceConfig, broadband_mask, sort_events
 from seti_auditor.drift import DriftConfig
-from seti_auditor.joint_search import TAIL_X, decide_peaks, joint_events, run_alpha
+from seti_auditor.joint_search import TAIL_X, JointSearchConfig, decide_peaks, joint_events, run_alpha
 from seti_auditor.scoring import ScoreConfig, chan_to_freq_mhz, drift_to_hz_s
 from seti_auditor.stats import ThresholdConfig, bh_qvalues, decide
 from seti_auditor.tiling import TilingConfig
@@ -321,9 +321,19 @@ def finish_lines(plan: LinePlan, measured: pd.DataFrame, candidates: pd.DataFram
 # --------------------------------------------------------------------------- the joint fast-line search
 
 
+def joint_configs(job: ScoreJob) -> dict[str, JointSearchConfig]:
+    """The joint searches that run (name -> configuration; the name is also their key in the line search's counts):
+    ``joint`` (fast lines) and ``joint_slow`` (slow lines), each when enabled, with the line score, after the
+    cadence line search."""
+    if not (job.score.score == "line" and job.lines.enabled):
+        return {}
+    return {name: cfg for name, cfg in (("joint", job.lines.joint), ("joint_slow", job.lines.joint_slow))
+            if cfg.enabled}
+
+
 def joint_enabled(job: ScoreJob) -> bool:
-    """The joint search runs with the line score, after the cadence line search, when both are on."""
-    return job.score.score == "line" and job.lines.enabled and job.lines.joint.enabled
+    """Whether any joint search runs (:func:`joint_configs`)."""
+    return bool(joint_configs(job))
 
 
 def plan_joint(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -338,9 +348,9 @@ def plan_joint(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def search_joint(workdir: str, version: str, rows: pd.DataFrame, job: ScoreJob) -> dict:
-    """The joint search of one cadence (its tile-table rows): peaks, trials and tail counts (small)."""
-    return joint_lines.search_cadence(workdir, version, rows, job.lines.joint, job.score)
+def search_joint(workdir: str, version: str, rows: pd.DataFrame, job: ScoreJob) -> dict[str, dict]:
+    """The joint searches of one cadence (its tile-table rows): per search, peaks, trials and tail counts (small)."""
+    return joint_lines.search_cadence(workdir, version, rows, joint_configs(job), job.score)
 
 
 def _tiles_of(events: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -360,8 +370,20 @@ def _tiles_of(events: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return ev
 
 
+def finish_joints(results: list[dict[str, dict]], table: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
+                  rejected: pd.DataFrame, job: ScoreJob) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """:func:`finish_joint` for each joint search (``results``: :func:`search_joint`'s, one per cadence), fast
+    first; each is decided over its own trials at its own level. Returns the frames and ``{name: counts}``."""
+    counts = {}
+    for name, cfg in joint_configs(job).items():
+        candidates, rfi, rejected, counts[name] = finish_joint([r[name] for r in results], table, candidates, rfi,
+                                                               rejected, job, cfg)
+    return candidates, rfi, rejected, counts
+
+
 def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
-                 rejected: pd.DataFrame, job: ScoreJob) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+                 rejected: pd.DataFrame, job: ScoreJob, cfg: JointSearchConfig | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Decide the joint peaks of every cadence (Bonferroni over the run's trials, at the run's level
     :func:`seti_auditor.joint_search.run_alpha` of the searched bytes) and merge them.
 
@@ -370,9 +392,10 @@ def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFr
     table, ``joint_on_rfi``); significant peaks that an OFF scan shows go to the RFI table
     (``joint_in_off``). Rows overlapping an already reported candidate of their scan are dropped
     (:func:`seti_auditor.cadence_search.merge_lines`). Counts include the null: the OFF triplets
-    searched as if ON, with their tail counts and the peaks that would have passed.
+    searched as if ON, with their tail counts and the peaks that would have passed. ``cfg``: the search's
+    configuration (default: the fast search's, ``job.lines.joint``).
     """
-    cfg = job.lines.joint
+    cfg = job.lines.joint if cfg is None else cfg
     n_trials = int(sum(r["n_trials"] for r in results))
     n_null = int(sum(r["n_trials_null"] for r in results))
     tail = np.sum([r["tail"] for r in results], axis=0) if results else np.zeros(TAIL_X.size, np.int64)

@@ -253,7 +253,7 @@ def clairvoyant(truth: dict, pulses_known: bool = True) -> list[dict]:
     return out
 
 
-def ceiling(clair: list[dict], threshold: float) -> dict:
+def ceiling(clair: list[dict], threshold: float, slow_threshold: float | None = None) -> dict:
     """Expected recall of the clairvoyant matched filter held to a blind search's threshold.
 
     A blind search must test every track it cannot rule out, so it needs a threshold ``u``
@@ -261,16 +261,19 @@ def ceiling(clair: list[dict], threshold: float) -> dict:
     ``line_search.joint.threshold`` (Bonferroni over the run's trials). The clairvoyant
     statistic of a signal is N(rho, 1): held to ``u``, it reports the signal with probability
     ``Phi(rho - u)``, jointly (``rho_joint``, every ON scan) or, if better, in one scan alone
-    (``rho_s``). Returns the expected per-ON-scan recall in :func:`summarise`'s shape
+    (``rho_s``). ``slow_threshold``: the slow joint search's (``line_search.joint_slow.threshold``), for the
+    slow signals, when it ran. Returns the expected per-ON-scan recall in :func:`summarise`'s shape
     (``recall_any``: the best scan's probability) and the two recall targets' values.
     """
     sigs = []
     for c in clair:
-        p_joint = float(ndtr(c["rho_joint"] - threshold))
-        sigs.append({**c, "p_scans": [max(p_joint, float(ndtr(r - threshold))) for r in c["rho_scans"]]})
+        u = slow_threshold if slow_threshold is not None and c["drift"] == "slow" else threshold
+        p_joint = float(ndtr(c["rho_joint"] - u))
+        sigs.append({**c, "p_scans": [max(p_joint, float(ndtr(r - u))) for r in c["rho_scans"]]})
 
     rec = _recall(lambda s: s["p_scans"])
-    return {"threshold": float(threshold), "overall": rec(sigs), "by": _recall_by(sigs, rec),
+    return {"threshold": float(threshold), "slow_threshold": None if slow_threshold is None else float(slow_threshold),
+            "overall": rec(sigs), "by": _recall_by(sigs, rec),
             "recall_snr_ge_25": rec([s for s in sigs if s["snr"] >= 25])["recall_scan"],
             "recall_snr_12_16": rec([s for s in sigs if 12 <= s["snr"] <= 16])["recall_scan"],
             "signals": [{k: s[k] for k in ("id", "snr", "kind", "drift", "rho_scans", "rho_joint", "p_scans")}

@@ -52,9 +52,10 @@ def follow_lines(workdir: str, version: str, cadence_id: str, rows: pd.DataFrame
     return score_archive.follow_lines(workdir, version, rows, seeds, m_tests, n_seeds, job)
 
 
-@task(name="joint-search", retries=1, cache_policy=NO_CACHE, task_run_name="joint fast-line search in cadence {cadence_id}")
+@task(name="joint-search", retries=1, cache_policy=NO_CACHE, task_run_name="joint line searches in cadence {cadence_id}")
 def search_joint(workdir: str, version: str, cadence_id: str, rows: pd.DataFrame, job: score_archive.ScoreJob) -> dict:
-    """The joint fast-line search in one cadence: its ON and OFF triplets' peaks, trials and tail counts."""
+    """The joint line searches (fast, slow) in one cadence: per search, its ON and OFF triplets' peaks, trials
+    and tail counts."""
     return score_archive.search_joint(workdir, version, rows, job)
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy.special import ndtr, ndtri
 
-from seti_auditor.joint_search import (TAIL_X, JointSearchConfig, ScanGeometry, bin_rows, decide_peaks, joint_events,
-                                       joint_triplet, off_values, scan_drifts, scan_map, trial_grid)
+from seti_auditor.joint_search import (SLOW_JOINT, TAIL_X, JointSearchConfig, ScanGeometry, bin_rows, decide_peaks,
+                                       joint_events, joint_triplet, off_values, scan_drifts, scan_map, trial_grid)
 
 T, L, FOFF, TSAMP, B = 16, 4096, 2.79, 18.25, 4  # one BL high-resolution scan, 4096 fine channels, 4-channel bins
 TIMES = np.array([0.0, 312.0, 628.0, 941.0, 1250.0, 1566.0])  # scan starts (s): 292 s scans, uneven slews
@@ -67,6 +67,41 @@ def test_joint_statistic_finds_a_smeared_fast_line_no_single_scan_shows():
     null, _, _ = joint_triplet(maps[1::2], geos[1::2], grid, CFG)
     assert best["stat"] > null["stat"].max() + 0.5
     assert decide_peaks(best.to_frame().T.assign(off_max=-np.inf), n_trials, CFG)["verdict"].iloc[0] == "pass"
+
+
+def test_the_slow_search_finds_a_weak_slow_line_at_full_resolution():
+    """SLOW_JOINT: no binning, drifts from zero (once) to 0.6 Hz/s; an SNR-8 line at 0.2 Hz/s (1.3 channels per
+    integration) found at its channel and drift, and passing for this cadence, far above the OFF triplet."""
+    rng = np.random.default_rng(5)
+    cfg = SLOW_JOINT
+    grid = scan_drifts(cfg, TSAMP, FOFF, T)
+    assert np.sum(grid == 0) == 1 and np.all(np.diff(grid) > 0) and grid.max() * FOFF / TSAMP > 0.6
+    maps, geos = [], []
+    for s in range(6):
+        z = _scan(rng, TIMES[s], 8.0 if s % 2 == 0 else 0.0, 0.2)
+        maps.append(scan_map(bin_rows(z, 1), grid, cfg.min_track_frac))
+        geos.append(ScanGeometry(TIMES[s] + T * TSAMP / 2, 0.0, FOFF, TSAMP))
+    drifts, _ = trial_grid(cfg, geos[0::2])
+    assert np.sum(drifts == 0) == 1 and np.all(np.diff(drifts) > 0)
+    peaks, n_trials, _ = joint_triplet(maps[0::2], geos[0::2], grid, cfg)
+    best = peaks.loc[peaks["stat"].idxmax()]
+    chan, drift = _expected(geos[2], 0.2)
+    assert abs(best["ref_chan"] - chan) <= 2
+    assert abs(best["drift_hz_s"] - drift) < 0.03
+    null, _, _ = joint_triplet(maps[1::2], geos[1::2], grid, cfg)
+    assert best["stat"] > null["stat"].max() + 2.0
+    assert decide_peaks(best.to_frame().T.assign(off_max=-np.inf), n_trials, cfg)["verdict"].iloc[0] == "pass"
+
+
+def test_binning_precomputed_normal_scores_changes_nothing():
+    """joint_lines computes a scan's normal scores once for the fast and the slow binning (scored=True)."""
+    from seti_auditor.scoring import normal_scores
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((T, 1024)).astype(np.float32) ** 3  # skewed, as residuals are
+    z[3, 100:200] = np.nan  # an absent tile
+    for fb in (1, 2, 4):
+        assert np.array_equal(bin_rows(normal_scores(z), fb, scored=True), bin_rows(z, fb), equal_nan=True)
 
 
 def test_joint_statistic_is_calibrated_on_noise():

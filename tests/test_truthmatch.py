@@ -105,6 +105,11 @@ def test_ceiling_is_phi_of_rho_minus_the_threshold():
     assert c["overall"]["recall_scan"] == pytest.approx((3 * p_a + 3) / 6, abs=1e-3)
     # a stricter threshold never raises the ceiling
     assert truthmatch.ceiling(clair, u + 1)["recall_snr_12_16"] < c["recall_snr_12_16"]
+    # the slow search's own threshold applies to the slow signals only
+    slow = dict(clair[0], id="c", drift="slow")
+    two = truthmatch.ceiling([clair[0], slow], u, slow_threshold=u + 1)
+    assert two["by"]["drift"]["fast"]["recall_scan"] == pytest.approx(p_a, abs=1e-3)
+    assert two["by"]["drift"]["slow"]["recall_scan"] == pytest.approx(norm.cdf(3.0 * np.sqrt(3.0) - u - 1), abs=1e-3)
 
 
 def test_clairvoyant_snr_of_a_written_archive(tmp_path):
