@@ -61,7 +61,8 @@ PEAK_COLUMNS = ("ref_chan", "stat", "drift_hz_s", "chirp_hz_s2", "components", "
 
 @dataclasses.dataclass(frozen=True)
 class JointSearchConfig:
-    """The cadence-coherent joint search for fast lines (see the module docstring)."""
+    """The cadence-coherent joint search (see the module docstring): for fast lines as the defaults are, for slow
+    lines as :data:`SLOW_JOINT` is."""
 
     enabled: bool = True  # run it after the cadence line search (SNR >= 25 recall 0.94 -> 1.00 at 0 false; docs/statistics.md)
     min_drift_hz_s: float = 0.6  # smallest |drift| searched (Hz/s): ~where the full-resolution tile search stops

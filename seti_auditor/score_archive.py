@@ -318,7 +318,7 @@ def finish_lines(plan: LinePlan, measured: pd.DataFrame, candidates: pd.DataFram
     return sort_events(candidates, False), sort_events(rfi, True), sort_events(rejected, True), counts
 
 
-# --------------------------------------------------------------------------- the joint fast-line search
+# --------------------------------------------------------------------------- the joint line searches (fast, slow)
 
 
 def joint_configs(job: ScoreJob) -> dict[str, JointSearchConfig]:
