@@ -16,8 +16,8 @@ import zarr
 
 from seti_auditor import modeldir, tilestore
 from seti_auditor.audit import residuals
-from seti_auditor.joint_search import (JointSearchConfig, ScanGeometry, TAIL_X, bin_rows, joint_triplet, mask_strong,
-                                       off_values, scan_drifts, scan_map)
+from seti_auditor.joint_search import (JointSearchConfig, ScanGeometry, TAIL_X, bin_rows, cadence_bytes, joint_triplet,
+                                       mask_strong, off_values, scan_drifts, scan_map)
 from seti_auditor.scoring import ScoreConfig, normal_scores
 
 _SECONDS_PER_DAY = 86400.0
@@ -89,14 +89,29 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfgs: dict[st
     (at :data:`seti_auditor.joint_search.TAIL_X`), and the same for the OFF triplet searched as if
     it were ON (its veto scans are the ON scans): the null; ``bytes``: the searched share of the six
     files (each file's size times the fraction of its integrations in the searched block), for
-    the run's level per GB. A cadence without all six scans returns no trials.
+    the run's level per GB; ``skipped``: why the cadence was not searched (its searches would need more memory
+    than ``max_cadence_gb``, :func:`seti_auditor.joint_search.cadence_bytes`), else "". A cadence without all six
+    scans returns no trials.
     """
     cad = str(rows["cadence_id"].iloc[0]) if len(rows) else ""
     empty = {"cadence_id": cad, "peaks": pd.DataFrame(), "n_trials": 0, "tail": np.zeros(TAIL_X.size, np.int64),
-             "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64), "bytes": 0}
+             "null_peaks": pd.DataFrame(), "n_trials_null": 0, "tail_null": np.zeros(TAIL_X.size, np.int64), "bytes": 0,
+             "skipped": ""}
     blocks = scan_blocks(rows[rows["scan_index"] >= 0])
     if not cfgs or not all(s in blocks for s in ON_TRIPLET + OFF_TRIPLET):
         return {name: dict(empty) for name in cfgs}
+    path = tilestore.store_path(workdir)
+    g = zarr.open_group(str(path), mode="r")
+    manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
+    n_int, tile_f = int(g["tiles"].shape[1]), int(g["tiles"].shape[2])
+    width = max(int(manifest.iloc[int(b["file_id"].iloc[0])]["nchans"]) if "nchans" in manifest.columns
+                else tile_f * b["tile"].nunique() for b in blocks.values())  # channels of the widest scan
+    r0 = next(iter(blocks.values())).iloc[0]
+    need = cadence_bytes(cfgs.values(), n_int, width, float(r0.tsamp_s), abs(float(r0.foff_mhz)) * 1e6)
+    limit = min(c.max_cadence_gb for c in cfgs.values())
+    if need > limit * 1e9:  # not searched, and said so (finish_joint counts and logs it)
+        reason = f"{need / 1e9:.1f} GB for {width} channels per scan > max_cadence_gb {limit:g}"
+        return {name: dict(empty, skipped=reason) for name in cfgs}
     model, _, meta, _ = modeldir.load_current(workdir)
     if meta["model_version"] != version:
         raise RuntimeError(f"{workdir}: current model is {meta['model_version']}, the run expected {version}")
@@ -105,9 +120,6 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfgs: dict[st
     geos = {name: {} for name in cfgs}
     grids: dict[str, np.ndarray] = {}
     info, searched_bytes = {}, 0.0
-    path = tilestore.store_path(workdir)
-    g = zarr.open_group(str(path), mode="r")
-    manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
     for s, block in blocks.items():
         fid = int(block["file_id"].iloc[0])
         nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None

@@ -84,6 +84,9 @@ class JointSearchConfig:
     min_component: float = 0.5  # each ON scan's map value at the line must be at least this (sigma)
     veto_z: float = 4.0  # an OFF scan shows the line (RFI) when its map exceeds this near the carried position
     veto_half_chan: int = 2  # ... within this many binned channels (and one per-scan drift step) of it
+    max_cadence_gb: float = 8.0  # a cadence whose joint searches would hold more memory than this (cadence_bytes)
+    # is not searched but counted as skipped: each search keeps six scans' maps of drifts x channels, whole files
+    # wide (the benchmark's 65536 channels: 0.5 GB for both searches; a 64 M-channel BL file: hundreds of GB)
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_drift_hz_s < self.max_drift_hz_s:
@@ -92,6 +95,8 @@ class JointSearchConfig:
             raise ValueError(f"invalid JointSearchConfig {self}")
         if not 0 < self.alpha < 1 or self.alpha_per_gb < 0 or self.peak_half_chan < 0 or self.veto_half_chan < 0:
             raise ValueError(f"invalid JointSearchConfig {self}")
+        if self.max_cadence_gb <= 0:
+            raise ValueError(f"JointSearchConfig needs max_cadence_gb > 0, got {self}")
         if self.cap <= 0 or self.strong_z <= 0 or not 0 < self.min_track_frac <= 1:
             raise ValueError(f"JointSearchConfig needs cap, strong_z > 0 and 0 < min_track_frac <= 1, got {self}")
 
@@ -172,6 +177,17 @@ def scan_drifts(cfg: JointSearchConfig, tsamp_s: float, bin_hz: float, n_int: in
     zero = pos[pos == 0][:1]  # a search down to zero drift (the slow search) has it once
     pos = pos[pos > 0]
     return np.concatenate([-pos[::-1], zero, pos])
+
+
+def cadence_bytes(cfgs, n_int: int, nchans: int, tsamp_s: float, foff_hz: float) -> int:
+    """Memory (bytes, float32) that one cadence's joint searches ``cfgs`` hold at their peak: for the scan being
+    read, its tiles, residual, stitched strip and normal scores (``n_int x nchans`` each); for every search, the
+    six scans' maps and their masked copies (per-scan drifts x binned channels)."""
+    total = 4 * 4 * n_int * nchans
+    for cfg in cfgs:
+        drifts = scan_drifts(cfg, tsamp_s, foff_hz * cfg.fast_bin, n_int).size
+        total += 4 * 2 * 6 * drifts * (nchans // cfg.fast_bin)
+    return int(total)
 
 
 def _track_offsets(d: float, n_int: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

@@ -407,7 +407,12 @@ def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFr
     gb = sum(r.get("bytes", 0) for r in results) / 1e9
     alpha = run_alpha(cfg, gb)
     level = float(-sps_ndtri(min(1.0, alpha / max(n_trials, 1))))
-    counts = {"cadences": len(results), "trials": n_trials, "gb": round(gb, 6), "alpha": alpha,
+    skipped = [(r["cadence_id"], r["skipped"]) for r in results if r.get("skipped")]
+    if skipped:  # too wide for memory (joint_lines.search_cadence): the other searches still cover them
+        log.warning("joint search (%s lines): %d cadence(s) not searched, e.g. %s: %s", "slow" if cfg.fast_bin == 1
+                    else "fast", len(skipped), skipped[0][0], skipped[0][1])
+    counts = {"cadences": len(results) - len(skipped), "skipped": len(skipped),
+              "skipped_cadences": [c for c, _ in skipped[:20]], "trials": n_trials, "gb": round(gb, 6), "alpha": alpha,
               "alpha_per_run": cfg.alpha, "alpha_per_gb": cfg.alpha_per_gb, "threshold": level,
               "peaks": len(peaks), "tail_x": [float(x) for x in TAIL_X], "tail": [int(x) for x in tail],
               "null": {"trials": n_null, "tail": [int(x) for x in tail_null], "peaks": len(null_peaks)}}

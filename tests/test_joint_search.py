@@ -475,3 +475,32 @@ def test_median_selection_equals_numpys():
     v = rng.standard_normal(16384)
     v[:: 16384 // 512] = 1e9  # every sampled value: bounds far above the middle
     assert _median(v.copy()) == float(np.median(v))
+
+
+def test_a_cadence_too_wide_for_memory_is_skipped_and_counted(caplog):
+    """cadence_bytes grows with the channels; a cadence over max_cadence_gb is counted as skipped (not searched,
+    no trials, no bytes towards the level) and logged, and the other cadences are decided as before."""
+    from seti_auditor.cadence_search import LineSearchConfig
+    from seti_auditor.cadence_test import sort_events
+    from seti_auditor.joint_search import SLOW_JOINT, cadence_bytes
+    from seti_auditor.score_archive import ScoreJob, finish_joint
+
+    both = (CFG, SLOW_JOINT)
+    bench = cadence_bytes(both, T, 65536, TSAMP, FOFF)  # the detection benchmark's files: ~0.5 GB
+    assert 0.3e9 < bench < 1e9
+    assert cadence_bytes(both, T, 2 * 65536, TSAMP, FOFF) == pytest.approx(2 * bench, rel=0.01)
+    assert cadence_bytes(both, T, 64 * 2**20, TSAMP, FOFF) > CFG.max_cadence_gb * 1e9  # a full-band BL file
+    assert cadence_bytes((CFG,), T, 65536, TSAMP, FOFF) < bench
+    job = ScoreJob(lines=LineSearchConfig(joint=CFG))
+    table = pd.DataFrame({"tile": [7], "file_id": [0], "tstart_mjd": [60000.0], "freq_min_mhz": [1100.0],
+                          "freq_max_mhz": [1100.02]})
+    empty_c, empty_r = sort_events(pd.DataFrame(), False), sort_events(pd.DataFrame(), True)
+    none = np.zeros(TAIL_X.size, np.int64)
+    wide = {"cadence_id": "w", "peaks": pd.DataFrame(), "n_trials": 0, "tail": none, "null_peaks": pd.DataFrame(),
+            "n_trials_null": 0, "tail_null": none, "bytes": 0, "skipped": "900.0 GB for 67108864 channels per scan"}
+    alone = finish_joint(_results(8.0, 1.0), table, empty_c, empty_r, empty_r, job)
+    with caplog.at_level("WARNING", logger="seti_auditor.score_archive"):
+        c, _, _, counts = finish_joint(_results(8.0, 1.0) + [wide], table, empty_c, empty_r, empty_r, job)
+    assert counts["skipped"] == 1 and counts["skipped_cadences"] == ["w"] and counts["cadences"] == 1
+    assert counts["threshold"] == alone[3]["threshold"] and len(c) == len(alone[0]) == 3
+    assert "1 cadence(s) not searched" in caplog.text and "900.0 GB" in caplog.text
