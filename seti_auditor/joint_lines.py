@@ -104,8 +104,9 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfgs: dict[st
     g = zarr.open_group(str(path), mode="r")
     manifest = tilestore.load_manifest(path)  # once per cadence, not per scan
     n_int, tile_f = int(g["tiles"].shape[1]), int(g["tiles"].shape[2])
-    width = max(int(manifest.iloc[int(b["file_id"].iloc[0])]["nchans"]) if "nchans" in manifest.columns
-                else tile_f * b["tile"].nunique() for b in blocks.values())  # channels of the widest scan
+    nchans = {s: int(manifest.iloc[int(b["file_id"].iloc[0])]["nchans"]) if "nchans" in manifest.columns else None
+              for s, b in blocks.items()}  # each scan's file's channels (None: up to its last tile)
+    width = max(n or tile_f * blocks[s]["tile"].nunique() for s, n in nchans.items())  # the widest scan's
     r0 = next(iter(blocks.values())).iloc[0]
     need = cadence_bytes(cfgs.values(), n_int, width, float(r0.tsamp_s), abs(float(r0.foff_mhz)) * 1e6)
     limit = min(c.max_cadence_gb for c in cfgs.values())
@@ -122,8 +123,7 @@ def search_cadence(workdir: str, version: str, rows: pd.DataFrame, cfgs: dict[st
     info, searched_bytes = {}, 0.0
     for s, block in blocks.items():
         fid = int(block["file_id"].iloc[0])
-        nchans = int(manifest.iloc[fid]["nchans"]) if "nchans" in manifest.columns else None
-        binned = read_scan(g, nchans, model, block, score_cfg, tuple(c.fast_bin for c in cfgs.values()))
+        binned = read_scan(g, nchans[s], model, block, score_cfg, tuple(c.fast_bin for c in cfgs.values()))
         n_int = next(iter(binned.values()))[0].shape[0]
         if "size_bytes" in manifest.columns:
             entry = manifest.iloc[fid]

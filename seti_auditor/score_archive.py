@@ -377,12 +377,12 @@ def finish_joints(results: list[dict[str, dict]], table: pd.DataFrame, candidate
     counts = {}
     for name, cfg in joint_configs(job).items():
         candidates, rfi, rejected, counts[name] = finish_joint([r[name] for r in results], table, candidates, rfi,
-                                                               rejected, job, cfg)
+                                                               rejected, job, cfg, name)
     return candidates, rfi, rejected, counts
 
 
 def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFrame, rfi: pd.DataFrame,
-                 rejected: pd.DataFrame, job: ScoreJob, cfg: JointSearchConfig | None = None
+                 rejected: pd.DataFrame, job: ScoreJob, cfg: JointSearchConfig | None = None, name: str = "joint"
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Decide the joint peaks of every cadence (Bonferroni over the run's trials, at the run's level
     :func:`seti_auditor.joint_search.run_alpha` of the searched bytes) and merge them.
@@ -393,7 +393,7 @@ def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFr
     (``joint_in_off``). Rows overlapping an already reported candidate of their scan are dropped
     (:func:`seti_auditor.cadence_search.merge_lines`). Counts include the null: the OFF triplets
     searched as if ON, with their tail counts and the peaks that would have passed. ``cfg``: the search's
-    configuration (default: the fast search's, ``job.lines.joint``).
+    configuration (default: the fast search's, ``job.lines.joint``); ``name``: its name in logs (:func:`joint_configs`).
     """
     cfg = job.lines.joint if cfg is None else cfg
     n_trials = int(sum(r["n_trials"] for r in results))
@@ -409,8 +409,8 @@ def finish_joint(results: list[dict], table: pd.DataFrame, candidates: pd.DataFr
     level = float(-sps_ndtri(min(1.0, alpha / max(n_trials, 1))))
     skipped = [(r["cadence_id"], r["skipped"]) for r in results if r.get("skipped")]
     if skipped:  # too wide for memory (joint_lines.search_cadence): the other searches still cover them
-        log.warning("joint search (%s lines): %d cadence(s) not searched, e.g. %s: %s", "slow" if cfg.fast_bin == 1
-                    else "fast", len(skipped), skipped[0][0], skipped[0][1])
+        log.warning("%s search: %d cadence(s) not searched, e.g. %s: %s", name, len(skipped), skipped[0][0],
+                    skipped[0][1])
     counts = {"cadences": len(results) - len(skipped), "skipped": len(skipped),
               "skipped_cadences": [c for c, _ in skipped[:20]], "trials": n_trials, "gb": round(gb, 6), "alpha": alpha,
               "alpha_per_run": cfg.alpha, "alpha_per_gb": cfg.alpha_per_gb, "threshold": level,
